@@ -1,0 +1,29 @@
+//! Everything every Hatchery service repeats: configuration, the command line, telemetry, the
+//! HTTP stack with problem+json errors, health and readiness, graceful shutdown, the database
+//! pool with embedded migrations, and keyset pagination.
+//!
+//! A service describes itself with a [`Service`] in its `lib.rs`; its `main.rs` is
+//! `fn main() -> ExitCode { kit::run(my_service::service()) }`.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod http;
+pub mod pagination;
+pub mod request_id;
+pub mod service;
+pub mod telemetry;
+
+pub use config::{Secret, SecretUrl, Settings};
+pub use error::{ApiError, ConstraintExt, FieldErrors, PROBLEM_JSON, Problem};
+pub use extract::{Json, Path, Query};
+pub use pagination::{Page, PageParams, PageRequest};
+pub use service::{App, Parts, Service, run, shutdown_signal};
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+// Re-exported so services name one version of each.
+pub use {axum, populator, sqlx, utoipa, utoipa_axum};

@@ -1,0 +1,394 @@
+//! A service's description, its assembled application, and the command line every service
+//! binary shares (`serve`, `migrate`, `populate`, `check`, `openapi`).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use futures_util::future::BoxFuture;
+use sqlx::migrate::Migrator;
+use sqlx::{PgConnection, PgPool};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::{self, AppSettings, Settings};
+use crate::health::{self, Check};
+use crate::{db, http, telemetry};
+
+/// Loads one scenario's documents for this service into the database, inside the caller's
+/// transaction.
+pub type PopulateFn = for<'a> fn(
+    &'a mut PgConnection,
+    &'a populator::Scenario,
+) -> BoxFuture<'a, Result<populator::Report, populator::Error>>;
+
+/// Builds the service's API router (with its state applied) from the shared parts.
+pub type RoutesFn<A> = fn(&Parts<A>) -> OpenApiRouter;
+
+/// What a service is: its name, port, migrations, routes and seed-data loader. A service's
+/// `lib.rs` returns one of these; its `main.rs` hands it to [`run`].
+pub struct Service<A: 'static = ()> {
+    pub name: &'static str,
+    pub port: u16,
+    pub version: &'static str,
+    pub description: &'static str,
+    pub migrator: Option<&'static Migrator>,
+    pub routes: RoutesFn<A>,
+    pub populate: Option<PopulateFn>,
+}
+
+/// What a service's routes and background tasks are built from.
+#[derive(Clone)]
+pub struct Parts<A> {
+    pub name: &'static str,
+    pub settings: Arc<Settings<A>>,
+    pub db: PgPool,
+    /// Cancelled when the service starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Background tasks: awaited (within the grace period) before the process exits.
+    pub tasks: TaskTracker,
+}
+
+/// A service ready to serve: database migrated and populated, router assembled.
+pub struct App {
+    name: &'static str,
+    router: Router,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+}
+
+impl<A: AppSettings> Service<A> {
+    /// Settings from defaults, the optional file and the environment.
+    pub fn load_settings(&self, file: Option<&Path>) -> Result<Settings<A>, config::ConfigError> {
+        config::load(self.name, self.port, file)
+    }
+
+    /// Built-in defaults only (tests start here and change what they need).
+    pub fn default_settings(&self) -> Result<Settings<A>, config::ConfigError> {
+        config::defaults(self.name, self.port)
+    }
+
+    /// Connects (creating the database in development), migrates, loads the configured
+    /// scenario and assembles the router. A bad scenario file fails here, so the service
+    /// refuses to start with the file and line in the message.
+    pub async fn build(&self, settings: Settings<A>) -> anyhow::Result<App> {
+        let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
+        if settings.database.migrate_on_start {
+            self.migrate(&pool).await?;
+        }
+        if let Some(scenario) = settings.populate.scenario.clone() {
+            self.populate(&pool, &settings.populate.dir, &scenario).await?;
+        }
+        Ok(self.assemble(settings, pool).0)
+    }
+
+    /// Applies this service's pending migrations.
+    pub async fn migrate(&self, pool: &PgPool) -> anyhow::Result<usize> {
+        let Some(migrator) = self.migrator else {
+            return Ok(0);
+        };
+        let applied = db::migrate(pool, migrator).await?;
+        if applied > 0 {
+            tracing::info!(applied, "applied migrations");
+        }
+        Ok(applied)
+    }
+
+    /// Loads `scenario` from `dir` in one transaction: all of it, or nothing.
+    pub async fn populate(
+        &self,
+        pool: &PgPool,
+        dir: &Path,
+        scenario: &str,
+    ) -> anyhow::Result<populator::Report> {
+        let Some(populate) = self.populate else {
+            return Ok(populator::Report::default());
+        };
+        let scenario = populator::Scenario::open(dir, scenario)
+            .map_err(|err| anyhow::anyhow!("cannot load scenario: {err}"))?;
+        let mut tx = pool.begin().await?;
+        let report = populate(&mut tx, &scenario)
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot load scenario {}: {err}", scenario.name()))?;
+        tx.commit().await?;
+        tracing::info!(scenario = scenario.name(), %report, "populated");
+        Ok(report)
+    }
+
+    fn assemble(&self, settings: Settings<A>, pool: PgPool) -> (App, String) {
+        let settings = Arc::new(settings);
+        let parts = Parts {
+            name: self.name,
+            settings: settings.clone(),
+            db: pool.clone(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        let (api, mut openapi) = (self.routes)(&parts).split_for_parts();
+        openapi.info.title = format!("Hatchery {} service", self.name);
+        openapi.info.version = self.version.to_owned();
+        openapi.info.description = Some(self.description.to_owned());
+        let openapi_json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
+        let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(health::Database(pool))];
+        if let Some(url) = &settings.redis.url
+            && let Ok(redis) = health::Redis::new(url)
+        {
+            checks.push(Arc::new(redis));
+        }
+        if let Some(url) = &settings.amqp.url {
+            checks.push(Arc::new(health::Amqp(url.clone())));
+        }
+        let router = http::stack(
+            api,
+            http::Ops {
+                checks,
+                openapi_json: openapi_json.clone(),
+            },
+            &settings.http,
+        );
+        let app = App {
+            name: self.name,
+            router,
+            shutdown: parts.shutdown,
+            tasks: parts.tasks,
+            grace: settings.http.shutdown_grace,
+        };
+        (app, openapi_json)
+    }
+
+    /// The OpenAPI document, built without touching the database.
+    pub fn openapi_json(&self, settings: Settings<A>) -> anyhow::Result<String> {
+        let pool = db::connect_lazy(&settings.database)?;
+        Ok(self.assemble(settings, pool).1)
+    }
+}
+
+impl App {
+    /// The complete router (API + operational endpoints + middleware).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Cancelled when the app starts shutting down; background tasks watch it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until `signal` completes, then stops accepting connections, lets in-flight
+    /// requests and background tasks finish within the grace period, and returns.
+    pub async fn serve(self, listener: TcpListener, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let token = self.shutdown.clone();
+        let server = axum::serve(listener, self.router)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future();
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            () = signal => tracing::info!("shutdown requested"),
+            () = token.cancelled() => {}
+            result = &mut server => {
+                token.cancel();
+                return result.context("server task failed")?.context("server failed");
+            }
+        }
+        token.cancel();
+        self.tasks.close();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(result) => result.context("server task failed")?.context("server failed")?,
+            Err(_) => {
+                server.abort();
+                tracing::warn!(grace = ?self.grace, "in-flight requests outlived the grace period");
+            }
+        }
+        if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "background tasks outlived the grace period");
+        }
+        tracing::info!(service = self.name, "stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+#[derive(Parser)]
+struct Cli {
+    /// TOML file with settings (environment variables override it).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Load a seed-data scenario (get-or-create: safe to repeat).
+    Populate {
+        #[arg(long)]
+        scenario: String,
+    },
+    /// Check the configuration and every dependency; non-zero exit on failure.
+    Check,
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// Exit code for a configuration that does not load or validate.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Runs a service binary: parses the command line, loads settings (exit code 2 on a bad one)
+/// and runs the command on a Tokio runtime.
+pub fn run<A: AppSettings>(service: Service<A>) -> ExitCode {
+    let matches = Cli::command()
+        .name(service.name)
+        .version(service.version)
+        .about(service.description)
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let settings = match service.load_settings(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("{}: {err}", service.name);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{}: cannot start the async runtime: {err}", service.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let environment = format!("{:?}", settings.environment).to_lowercase();
+        let _telemetry = telemetry::init(service.name, &environment, &settings.log, &settings.sentry);
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(&service, settings).await,
+            Command::Migrate => migrate(&service, settings).await,
+            Command::Populate { scenario } => populate(&service, settings, &scenario).await,
+            Command::Check => check(&service, settings).await,
+            Command::Openapi => service.openapi_json(settings).map(|json| println!("{json}")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "{} failed", service.name);
+            eprintln!("{}: error: {err:#}", service.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve<A: AppSettings>(
+    service: &Service<A>,
+    settings: Settings<A>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let address = (settings.http.host.clone(), settings.http.port);
+    let app = service.build(settings).await?;
+    let listener = TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        service = service.name,
+        address = %format!("http://{local}"),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "listening"
+    );
+    app.serve(listener, shutdown_signal()).await
+}
+
+async fn migrate<A: AppSettings>(
+    service: &Service<A>,
+    settings: Settings<A>,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
+    let applied = service.migrate(&pool).await?;
+    println!("{}: {applied} migration(s) applied", service.name);
+    Ok(())
+}
+
+async fn populate<A: AppSettings>(
+    service: &Service<A>,
+    settings: Settings<A>,
+    scenario: &str,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
+    service.migrate(&pool).await?;
+    let report = service.populate(&pool, &settings.populate.dir, scenario).await?;
+    println!("{}: scenario {scenario}: {report}", service.name);
+    Ok(())
+}
+
+async fn check<A: AppSettings>(
+    _service: &Service<A>,
+    settings: Settings<A>,
+) -> anyhow::Result<()> {
+    println!(
+        "{:<10} ok    {} environment, port {}",
+        "config",
+        format!("{:?}", settings.environment).to_lowercase(),
+        settings.http.port
+    );
+    let mut checks: Vec<(Arc<dyn Check>, String)> = vec![(
+        Arc::new(health::Database(db::connect_lazy(&settings.database)?)),
+        settings.database.url.redacted(),
+    )];
+    if let Some(url) = &settings.redis.url {
+        let redis = health::Redis::new(url).map_err(|err| anyhow::anyhow!("redis.url: {err}"))?;
+        checks.push((Arc::new(redis), url.redacted()));
+    }
+    if let Some(url) = &settings.amqp.url {
+        checks.push((Arc::new(health::Amqp(url.clone())), url.redacted()));
+    }
+    let only: Vec<Arc<dyn Check>> = checks.iter().map(|(c, _)| c.clone()).collect();
+    let readiness = health::probe(&only).await;
+    for (check, target) in &checks {
+        let Some(status) = readiness.checks.get(check.name()) else { continue };
+        match &status.error {
+            None => println!("{:<10} up    {target} ({} ms)", check.name(), status.latency_ms),
+            Some(error) => println!("{:<10} DOWN  {target}: {error}", check.name()),
+        }
+    }
+    if readiness.is_ready() {
+        Ok(())
+    } else {
+        anyhow::bail!("some dependencies are down")
+    }
+}

@@ -1,0 +1,127 @@
+use std::path::PathBuf;
+
+use kit::{Service, Settings};
+use serde::de::DeserializeOwned;
+use crate::TestDb;
+
+/// Stops a spawned app when dropped.
+struct Shutdown(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The repository root (where `Cargo.lock` and `populator/` live), found from the test's
+/// package directory.
+pub fn workspace_root() -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("current dir"));
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file() && dir.join("populator").is_dir())
+        .map(PathBuf::from)
+        .unwrap_or(start)
+}
+
+/// A service running in this test process on 127.0.0.1 (random port) against its own fresh
+/// database, stopped when dropped.
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub db: sqlx::PgPool,
+    _shutdown: Shutdown,
+    _database: TestDb,
+}
+
+impl TestApp {
+    /// Spawns `service` with its default settings on a fresh database.
+    pub async fn spawn<A>(service: Service<A>) -> TestApp
+    where
+        A: kit::config::AppSettings,
+    {
+        Self::spawn_with(service, |_| {}).await
+    }
+
+    /// Spawns `service` after `configure` adjusts its settings (scenario, limits, ...).
+    pub async fn spawn_with<A>(service: Service<A>, configure: impl FnOnce(&mut Settings<A>)) -> TestApp
+    where
+        A: kit::config::AppSettings,
+    {
+        Self::try_spawn_with(service, configure).await.expect("service starts")
+    }
+
+    /// Like [`Self::spawn_with`], returning the start-up error instead of panicking.
+    pub async fn try_spawn_with<A>(
+        service: Service<A>,
+        configure: impl FnOnce(&mut Settings<A>),
+    ) -> anyhow::Result<TestApp>
+    where
+        A: kit::config::AppSettings,
+    {
+        init_logs();
+        let database = TestDb::create().await;
+        let mut settings = service.default_settings()?;
+        settings.database.url = kit::SecretUrl::new(database.url());
+        settings.populate.dir = workspace_root().join("populator");
+        settings.http.port = 0;
+        configure(&mut settings);
+        let app = service.build(settings).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Ok(TestApp {
+            base_url,
+            client: reqwest::Client::new(),
+            db: database.pool().await,
+            _shutdown: Shutdown(Some(tx)),
+            _database: database,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("POST")
+    }
+
+    pub async fn patch_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.patch(self.url(path)).json(body).send().await.expect("PATCH")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.expect("DELETE")
+    }
+}
+
+/// Decodes a response body as JSON, with the body in the panic message when it is not.
+pub async fn json<T: DeserializeOwned>(response: reqwest::Response) -> T {
+    let status = response.status();
+    let text = response.text().await.expect("response body");
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{status} body is not the expected JSON ({err}): {text}"))
+}
+
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let log = kit::config::LogSettings {
+            format: kit::config::LogFormat::Pretty,
+            level: "warn".into(),
+        };
+        // Kept for the whole test process.
+        std::mem::forget(kit::telemetry::init("test", "test", &log, &Default::default()));
+    });
+}

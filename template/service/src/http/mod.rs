@@ -1,0 +1,29 @@
+//! The service's HTTP API: one module per resource, each with its own `router()`.
+
+mod notes;
+
+use std::sync::Arc;
+
+use kit::{Parts, Settings};
+use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub settings: Arc<Settings<Config>>,
+}
+
+/// Every route under `/api/template/v1`, with the state applied.
+pub fn router(parts: &Parts<Config>) -> OpenApiRouter {
+    let state = AppState {
+        db: parts.db.clone(),
+        settings: parts.settings.clone(),
+    };
+    OpenApiRouter::new()
+        .nest("/api/template/v1", notes::router())
+        .with_state(state)
+}

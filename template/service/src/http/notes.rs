@@ -1,0 +1,188 @@
+//! `/notes`: notes owned by users. Handlers stay thin: parse into domain types, call the
+//! store, answer.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use kit::{ApiError, ApiResult, FieldErrors, Json, Page, PageParams, Path, Query};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::domain::{NoteBody, NoteTitle};
+use crate::store::{self, NoteKey, NoteRow};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_notes, create_note))
+        .routes(routes!(get_note, update_note, delete_note))
+}
+
+/// A note as clients see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Note {
+    pub id: Uuid,
+    /// The owner's user id (the same UUID in every service).
+    pub owner: Uuid,
+    pub title: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<NoteRow> for Note {
+    fn from(row: NoteRow) -> Self {
+        Note {
+            id: row.uuid,
+            owner: row.owner,
+            title: row.title,
+            body: row.body,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NoteFilter {
+    /// Only notes of this user.
+    pub owner: Option<Uuid>,
+}
+
+/// List notes, newest first.
+#[utoipa::path(
+    get, path = "/notes", tag = "notes",
+    params(NoteFilter, PageParams),
+    responses(
+        (status = 200, body = Page<Note>),
+        (status = 422, description = "Invalid limit or cursor", body = kit::Problem),
+    )
+)]
+async fn list_notes(
+    State(state): State<AppState>,
+    Query(filter): Query<NoteFilter>,
+    Query(paging): Query<PageParams>,
+) -> ApiResult<Json<Page<Note>>> {
+    let page = paging.parse::<NoteKey>()?;
+    let owner_id = match filter.owner {
+        None => None,
+        Some(owner) => match store::user_id(&state.db, owner).await? {
+            Some(id) => Some(id),
+            // An unknown owner has no notes.
+            None => return Ok(Json(Page { items: Vec::new(), next_cursor: None })),
+        },
+    };
+    let rows = store::list_notes(&state.db, owner_id, &page).await?;
+    Ok(Json(Page::from_rows(rows, &page, NoteRow::key, Note::from)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNote {
+    pub owner: Uuid,
+    pub title: String,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// Create a note.
+#[utoipa::path(
+    post, path = "/notes", tag = "notes",
+    request_body = CreateNote,
+    responses(
+        (status = 201, body = Note),
+        (status = 400, description = "Malformed JSON", body = kit::Problem),
+        (status = 422, description = "Invalid fields or unknown owner", body = kit::Problem),
+    )
+)]
+async fn create_note(
+    State(state): State<AppState>,
+    Json(input): Json<CreateNote>,
+) -> ApiResult<(StatusCode, Json<Note>)> {
+    let mut errors = FieldErrors::default();
+    let title = errors.take("title", NoteTitle::parse(&input.title));
+    let body = errors.take("body", NoteBody::parse(&input.body, state.settings.app.max_body_chars));
+    let owner_id = store::user_id(&state.db, input.owner).await?;
+    if owner_id.is_none() {
+        errors.add("owner", "is not a known user");
+    }
+    let (Some(title), Some(body), Some(owner_id)) = (title, body, owner_id) else {
+        return Err(errors.into());
+    };
+    let uuid = Uuid::now_v7();
+    let mut conn = state.db.acquire().await?;
+    let new = store::NewNote { uuid, owner_id, title: &title, body: &body, created_at: Utc::now() };
+    store::insert_note(&mut conn, &new).await?;
+    drop(conn);
+    let row = store::find_note(&state.db, uuid)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("note {uuid} vanished after insert")))?;
+    tracing::info!(note = %uuid, "note created");
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// Fetch one note.
+#[utoipa::path(
+    get, path = "/notes/{id}", tag = "notes",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Note), (status = 404, body = kit::Problem))
+)]
+async fn get_note(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<Note>> {
+    let row = store::find_note(&state.db, id).await?.ok_or_else(|| ApiError::not_found("note"))?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNote {
+    pub title: Option<String>,
+    pub body: Option<String>,
+}
+
+/// Change a note's title or body.
+#[utoipa::path(
+    patch, path = "/notes/{id}", tag = "notes",
+    params(("id" = Uuid, Path)),
+    request_body = UpdateNote,
+    responses(
+        (status = 200, body = Note),
+        (status = 404, body = kit::Problem),
+        (status = 422, body = kit::Problem),
+    )
+)]
+async fn update_note(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(input): Json<UpdateNote>,
+) -> ApiResult<Json<Note>> {
+    let mut errors = FieldErrors::default();
+    let title = input.title.as_deref().map(NoteTitle::parse).transpose();
+    let title = errors.take("title", title).flatten();
+    let max = state.settings.app.max_body_chars;
+    let body = input.body.as_deref().map(|b| NoteBody::parse(b, max)).transpose();
+    let body = errors.take("body", body).flatten();
+    errors.into_result()?;
+    let row = store::update_note(&state.db, id, title.as_ref(), body.as_ref())
+        .await?
+        .ok_or_else(|| ApiError::not_found("note"))?;
+    Ok(Json(row.into()))
+}
+
+/// Delete a note (it is kept, marked deleted, and no longer listed or served).
+#[utoipa::path(
+    delete, path = "/notes/{id}", tag = "notes",
+    params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = kit::Problem))
+)]
+async fn delete_note(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+    if store::soft_delete_note(&state.db, id).await? {
+        tracing::info!(note = %id, "note deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("note"))
+    }
+}

@@ -1,0 +1,20 @@
+//! Developer commands for the Hatchery workspace, run as `cargo xtask ...`.
+//!
+//! The binary (`main.rs`) only parses arguments; everything else lives here
+//! so tests can call it with an explicit repository root.
+
+pub mod bench;
+pub mod checks;
+pub mod compose;
+pub mod generator;
+pub mod http;
+pub mod infra;
+pub mod manifest;
+pub mod procs;
+pub mod rewrite;
+pub mod services;
+pub mod testing;
+pub mod up;
+pub mod util;
+
+pub use generator::{NewService, new_service};

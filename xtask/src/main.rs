@@ -1,0 +1,121 @@
+//! `cargo xtask <command>`: see `cargo xtask --help`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use xtask::{bench, generator, infra, services, testing, up, util};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Developer commands for the Hatchery workspace",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the discovered services: name, port, path.
+    Services,
+    /// Make Postgres, Redis, RabbitMQ and the SMTP sink reachable on 127.0.0.1.
+    Infra,
+    /// Build and run every service with merged logs until Ctrl-C.
+    Up {
+        /// Seed data scenario (populator/<SCENARIO>/).
+        #[arg(long, default_value = "demo")]
+        scenario: String,
+        /// Build and run release binaries.
+        #[arg(long)]
+        release: bool,
+        /// Seconds each service may take to answer /readyz with 200.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        ready_timeout: u64,
+    },
+    /// infra, cargo fmt --check, clippy -D warnings, nextest; stops at the first failure.
+    Test {
+        /// Extra arguments for `cargo nextest run` (after `--`).
+        #[arg(last = true, value_name = "NEXTEST_ARGS")]
+        nextest_args: Vec<String>,
+    },
+    /// Hatch services/<NAME> from the template and register it.
+    NewService {
+        /// 2-30 lowercase letters and digits, starting with a letter.
+        name: String,
+        /// HTTP port (default: one above the highest port in use).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Benchmark a service (start-to-ready, idle RSS) or the test `suite`.
+    Bench {
+        /// A service name (e.g. `template`) or `suite`.
+        target: String,
+        /// Start-to-ready repetitions.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Exit with 1 if a target is missed.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let root = util::repo_root();
+    match cli.command {
+        Cmd::Services => {
+            let found = services::discover(&root)?;
+            if found.is_empty() {
+                println!("no services found (template/service/ or services/*/)");
+            } else {
+                let rows: Vec<Vec<String>> = found
+                    .iter()
+                    .map(|s| vec![s.name.clone(), s.port.to_string(), s.dir.display().to_string()])
+                    .collect();
+                print!("{}", util::table(&["NAME", "PORT", "PATH"], &rows));
+            }
+            Ok(0)
+        }
+        Cmd::Infra => {
+            infra::ensure(&root, infra::Smtp::Background)?;
+            Ok(0)
+        }
+        Cmd::Up {
+            scenario,
+            release,
+            ready_timeout,
+        } => up::up(
+            &root,
+            &up::UpOptions {
+                scenario,
+                release,
+                ready_timeout: Duration::from_secs(ready_timeout),
+            },
+        ),
+        Cmd::Test { nextest_args } => testing::test(&root, &nextest_args),
+        Cmd::NewService { name, port } => {
+            let done = generator::new_service(&root, &name, port)?;
+            print!("{}", done.summary());
+            Ok(0)
+        }
+        Cmd::Bench {
+            target,
+            runs,
+            check,
+        } => bench::bench(&root, &target, runs, check),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
