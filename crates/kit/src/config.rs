@@ -266,7 +266,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.env {
-            Some(env) => write!(f, "invalid configuration: {} (env {env}): {}", self.key, self.message),
+            Some(env) => write!(
+                f,
+                "invalid configuration: {} (env {env}): {}",
+                self.key, self.message
+            ),
             None => write!(f, "invalid configuration: {}: {}", self.key, self.message),
         }
     }
@@ -319,7 +323,11 @@ pub fn load<A: AppSettings>(
     figment = figment
         .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
         .merge(Env::raw().only(&["AMQP_URL"]).map(|_| "amqp.url".into()))
-        .merge(Env::raw().only(&["SENTRY_DSN"]).map(|_| "sentry.dsn".into()))
+        .merge(
+            Env::raw()
+                .only(&["SENTRY_DSN"])
+                .map(|_| "sentry.dsn".into()),
+        )
         .merge(Env::prefixed(&prefix).split("__"));
     extract(figment, &prefix)
 }
@@ -367,14 +375,27 @@ fn validate<A>(s: &Settings<A>, prefix: &str) -> Result<(), ConfigError> {
     }
     for origin in &s.http.cors_origins {
         if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
-            return fail("http.cors_origins", format!("not a valid origin: {origin:?}"));
+            return fail(
+                "http.cors_origins",
+                format!("not a valid origin: {origin:?}"),
+            );
         }
     }
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&s.log.level) {
         return fail("log.level", err.to_string());
     }
-    if let Err(err) = sqlx::postgres::PgConnectOptions::from_str(s.database.url.expose()) {
-        return fail("database.url", format!("{} ({err})", s.database.url.redacted()));
+    let db_url = s.database.url.expose();
+    if !(db_url.starts_with("postgres://") || db_url.starts_with("postgresql://")) {
+        return fail(
+            "database.url",
+            format!("{} is not a postgres:// URL", s.database.url.redacted()),
+        );
+    }
+    if let Err(err) = sqlx::postgres::PgConnectOptions::from_str(db_url) {
+        return fail(
+            "database.url",
+            format!("{} ({err})", s.database.url.redacted()),
+        );
     }
     if s.database.max_connections == 0 {
         return fail("database.max_connections", "must be at least 1".into());
@@ -392,7 +413,10 @@ fn validate<A>(s: &Settings<A>, prefix: &str) -> Result<(), ConfigError> {
     if let Some(dsn) = &s.sentry.dsn
         && dsn.expose().parse::<sentry::types::Dsn>().is_err()
     {
-        return fail("sentry.dsn", format!("not a Sentry DSN: {}", dsn.redacted()));
+        return fail(
+            "sentry.dsn",
+            format!("not a Sentry DSN: {}", dsn.redacted()),
+        );
     }
     if !(0.0..=1.0).contains(&s.sentry.sample_rate) {
         return fail("sentry.sample_rate", "must be between 0 and 1".into());
@@ -403,7 +427,10 @@ fn validate<A>(s: &Settings<A>, prefix: &str) -> Result<(), ConfigError> {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'))
     {
-        return fail("populate.scenario", format!("not a scenario name: {name:?}"));
+        return fail(
+            "populate.scenario",
+            format!("not a scenario name: {name:?}"),
+        );
     }
     Ok(())
 }
@@ -418,8 +445,14 @@ mod tests {
             redact_url("postgres://app:hunter2@db:5432/auth"),
             "postgres://app:***@db:5432/auth"
         );
-        assert_eq!(redact_url("https://abc123@o1.ingest.example/42"), "https://***@o1.ingest.example/42");
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("https://abc123@o1.ingest.example/42"),
+            "https://***@o1.ingest.example/42"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
         assert_eq!(redact_url("not a url"), "***");
     }
 

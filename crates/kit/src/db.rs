@@ -11,7 +11,10 @@ use sqlx::{ConnectOptions, Connection};
 use crate::config::DatabaseSettings;
 
 /// Opens the pool; with `create_if_missing`, first creates the database when it does not exist.
-pub async fn connect(settings: &DatabaseSettings, create_if_missing: bool) -> anyhow::Result<PgPool> {
+pub async fn connect(
+    settings: &DatabaseSettings,
+    create_if_missing: bool,
+) -> anyhow::Result<PgPool> {
     let options = connect_options(settings)?;
     if create_if_missing {
         create_database(&options).await?;
@@ -19,7 +22,12 @@ pub async fn connect(settings: &DatabaseSettings, create_if_missing: bool) -> an
     pool_options(settings)
         .connect_with(options)
         .await
-        .with_context(|| format!("cannot connect to the database at {}", settings.url.redacted()))
+        .with_context(|| {
+            format!(
+                "cannot connect to the database at {}",
+                settings.url.redacted()
+            )
+        })
 }
 
 /// A pool that connects on first use: for commands that must not need the database (`openapi`).
@@ -50,13 +58,17 @@ pub async fn create_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect_with(&maintenance)
         .await
         .context("cannot connect to the Postgres server to create the database")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
-        match sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await {
+        match sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // 42P04 duplicate_database: another instance created it meanwhile.
             Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P04") => {}

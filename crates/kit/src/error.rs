@@ -65,7 +65,11 @@ impl FieldErrors {
 
     /// `Ok(())` when nothing was recorded, else the 422 problem.
     pub fn into_result(self) -> Result<(), ApiError> {
-        if self.is_empty() { Ok(()) } else { Err(self.into()) }
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into())
+        }
     }
 }
 
@@ -123,7 +127,11 @@ impl ApiError {
 
     /// 404 for `what` (e.g. "note"), worded the same whether it never existed or was deleted.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("No such {what}."))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("No such {what}."),
+        )
     }
 
     pub fn conflict(code: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Self {
@@ -168,11 +176,7 @@ impl ApiError {
     pub fn to_problem(&self) -> Problem {
         Problem {
             kind: format!("urn:hatchery:problem:{}", self.code),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code.to_string(),
@@ -209,7 +213,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             match &self.source {
-                Some(source) => tracing::error!(error = ?source, code = %self.code, "request failed"),
+                Some(source) => {
+                    tracing::error!(error = ?source, code = %self.code, "request failed")
+                }
                 None => tracing::error!(code = %self.code, detail = ?self.detail, "request failed"),
             }
         } else {

@@ -1,9 +1,9 @@
 //! Extractors whose rejections are our problem documents, never axum's plain text.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use axum::body::Bytes;
 use http::request::Parts;
 use http::{StatusCode, header};
 use serde::Serialize;
@@ -92,7 +92,11 @@ fn describe_data_error(path: &str, message: &str) -> (String, String) {
     if let Some(field) = backticked(message, "unknown field `") {
         return (join(field), "is not a known field".to_owned());
     }
-    let field = if path == "." || path.is_empty() { "body".to_owned() } else { path.to_owned() };
+    let field = if path == "." || path.is_empty() {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    };
     (field, message.to_owned())
 }
 
@@ -102,11 +106,20 @@ fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 fn has_json_content_type(headers: &http::HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
@@ -158,7 +171,9 @@ where
                     "not_found",
                     "No resource at this path.",
                 ),
-                other => ApiError::internal(anyhow::anyhow!("path extraction: {}", other.body_text())),
+                other => {
+                    ApiError::internal(anyhow::anyhow!("path extraction: {}", other.body_text()))
+                }
             })
     }
 }
@@ -176,14 +191,20 @@ mod tests {
     }
 
     fn problem(body: &str) -> crate::Problem {
-        parse_json::<Input>(body.as_bytes()).unwrap_err().to_problem()
+        parse_json::<Input>(body.as_bytes())
+            .unwrap_err()
+            .to_problem()
     }
 
     #[test]
     fn syntax_errors_are_400() {
         for body in ["{", "not json", "{\"title\": \"x\", }", "{} trailing"] {
             let p = problem(body);
-            assert_eq!((p.status, p.code.as_str()), (400, "malformed_json"), "{body}");
+            assert_eq!(
+                (p.status, p.code.as_str()),
+                (400, "malformed_json"),
+                "{body}"
+            );
         }
     }
 
@@ -192,15 +213,22 @@ mod tests {
         let p = problem(r#"{"title": 5, "tags": []}"#);
         assert_eq!((p.status, p.code.as_str()), (422, "validation_failed"));
         let errors = p.errors.unwrap();
-        assert!(errors["title"][0].contains("expected a string"), "{errors:?}");
+        assert!(
+            errors["title"][0].contains("expected a string"),
+            "{errors:?}"
+        );
 
         let errors = problem(r#"{"tags": []}"#).errors.unwrap();
         assert_eq!(errors["title"], vec!["is required"]);
 
-        let errors = problem(r#"{"title": "a", "tags": [], "colour": 1}"#).errors.unwrap();
+        let errors = problem(r#"{"title": "a", "tags": [], "colour": 1}"#)
+            .errors
+            .unwrap();
         assert_eq!(errors["colour"], vec!["is not a known field"]);
 
-        let errors = problem(r#"{"title": "a", "tags": ["ok", 3]}"#).errors.unwrap();
+        let errors = problem(r#"{"title": "a", "tags": ["ok", 3]}"#)
+            .errors
+            .unwrap();
         assert!(errors.contains_key("tags[1]"), "{errors:?}");
 
         let errors = problem("[1]").errors.unwrap();

@@ -53,8 +53,16 @@ pub async fn probe(checks: &[Arc<dyn Check>]) -> Readiness {
         };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let status = match outcome {
-            Ok(()) => CheckStatus { status: "up".into(), latency_ms, error: None },
-            Err(error) => CheckStatus { status: "down".into(), latency_ms, error: Some(error) },
+            Ok(()) => CheckStatus {
+                status: "up".into(),
+                latency_ms,
+                error: None,
+            },
+            Err(error) => CheckStatus {
+                status: "down".into(),
+                latency_ms,
+                error: Some(error),
+            },
         };
         (check.name().to_owned(), status)
     }))
@@ -121,9 +129,10 @@ impl Check for Amqp {
     }
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let conn = lapin::Connection::connect(self.0.expose(), lapin::ConnectionProperties::default())
-                .await
-                .map_err(|err| err.to_string())?;
+            let conn =
+                lapin::Connection::connect(self.0.expose(), lapin::ConnectionProperties::default())
+                    .await
+                    .map_err(|err| err.to_string())?;
             conn.close(200, "readiness probe".into()).await.ok();
             Ok(())
         })

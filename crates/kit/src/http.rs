@@ -35,7 +35,10 @@ pub fn stack(api: Router, ops: Ops, settings: &HttpSettings) -> Router {
     let checks = Arc::new(ops.checks);
     let openapi = Arc::new(ops.openapi_json);
     let router = api
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -58,13 +61,22 @@ pub fn stack(api: Router, ops: Ops, settings: &HttpSettings) -> Router {
                 let openapi = openapi.clone();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                        [(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        )],
                         openapi.as_str().to_owned(),
                     )
                 }
             }),
         )
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No resource at this path.") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No resource at this path.",
+            )
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -73,7 +85,10 @@ pub fn stack(api: Router, ops: Ops, settings: &HttpSettings) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(middleware::from_fn_with_state(settings.request_timeout, timeout))
+        .layer(middleware::from_fn_with_state(
+            settings.request_timeout,
+            timeout,
+        ))
         .layer(middleware::from_fn(request_context));
     let router = match cors(&settings.cors_origins) {
         Some(cors) => router.layer(cors),
@@ -86,7 +101,10 @@ async fn render_metrics() -> impl IntoResponse {
     let handle = telemetry::metrics_handle();
     handle.run_upkeep();
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
         handle.render(),
     )
 }
@@ -134,7 +152,9 @@ async fn request_context(req: Request, next: Next) -> Response {
         handled.await
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(request_id::HEADER.clone(), value);
+        response
+            .headers_mut()
+            .insert(request_id::HEADER.clone(), value);
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -144,7 +164,8 @@ async fn request_context(req: Request, next: Next) -> Response {
         ("status", status.to_string()),
     ];
     metrics::counter!("http_server_requests_total", &labels).increment(1);
-    metrics::histogram!("http_server_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    metrics::histogram!("http_server_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status,
@@ -161,7 +182,10 @@ async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Res
         Err(_) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
-            format!("The request took longer than {} s and was abandoned.", limit.as_secs_f64()),
+            format!(
+                "The request took longer than {} s and was abandoned.",
+                limit.as_secs_f64()
+            ),
         )
         .into_response(),
     }

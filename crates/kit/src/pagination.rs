@@ -104,26 +104,41 @@ mod tests {
     #[test]
     fn limits_and_cursors_are_validated() {
         let ok: PageRequest<(i64, String)> = PageParams::default().parse().unwrap();
-        assert_eq!(ok, PageRequest { limit: 20, after: None });
+        assert_eq!(
+            ok,
+            PageRequest {
+                limit: 20,
+                after: None
+            }
+        );
 
         for bad in [0, 101] {
-            let err = PageParams { limit: Some(bad), cursor: None }
-                .parse::<i64>()
-                .unwrap_err()
-                .to_problem();
-            assert_eq!(err.status, 422);
-            assert!(err.errors.unwrap().contains_key("limit"));
-        }
-        let err = PageParams { limit: None, cursor: Some("%%%".into()) }
+            let err = PageParams {
+                limit: Some(bad),
+                cursor: None,
+            }
             .parse::<i64>()
             .unwrap_err()
             .to_problem();
+            assert_eq!(err.status, 422);
+            assert!(err.errors.unwrap().contains_key("limit"));
+        }
+        let err = PageParams {
+            limit: None,
+            cursor: Some("%%%".into()),
+        }
+        .parse::<i64>()
+        .unwrap_err()
+        .to_problem();
         assert!(err.errors.unwrap().contains_key("cursor"));
     }
 
     #[test]
     fn next_cursor_only_when_more_rows_exist() {
-        let request = PageRequest::<i64> { limit: 2, after: None };
+        let request = PageRequest::<i64> {
+            limit: 2,
+            after: None,
+        };
         let page = Page::from_rows(vec![5, 4, 3], &request, |r| *r, |r| r * 10);
         assert_eq!(page.items, vec![50, 40]);
         let key: i64 = decode_cursor(page.next_cursor.as_deref().unwrap()).unwrap();

@@ -85,7 +85,8 @@ impl<A: AppSettings> Service<A> {
             self.migrate(&pool).await?;
         }
         if let Some(scenario) = settings.populate.scenario.clone() {
-            self.populate(&pool, &settings.populate.dir, &scenario).await?;
+            self.populate(&pool, &settings.populate.dir, &scenario)
+                .await?;
         }
         Ok(self.assemble(settings, pool).0)
     }
@@ -132,6 +133,9 @@ impl<A: AppSettings> Service<A> {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
+        parts
+            .tasks
+            .spawn(prune_idempotency(pool.clone(), parts.shutdown.clone()));
         let (api, mut openapi) = (self.routes)(&parts).split_for_parts();
         openapi.info.title = format!("Hatchery {} service", self.name);
         openapi.info.version = self.version.to_owned();
@@ -184,7 +188,11 @@ impl App {
 
     /// Serves until `signal` completes, then stops accepting connections, lets in-flight
     /// requests and background tasks finish within the grace period, and returns.
-    pub async fn serve(self, listener: TcpListener, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
         let server = axum::serve(listener, self.router)
             .with_graceful_shutdown(token.clone().cancelled_owned())
@@ -202,17 +210,44 @@ impl App {
         self.tasks.close();
         let deadline = tokio::time::Instant::now() + self.grace;
         match tokio::time::timeout_at(deadline, &mut server).await {
-            Ok(result) => result.context("server task failed")?.context("server failed")?,
+            Ok(result) => result
+                .context("server task failed")?
+                .context("server failed")?,
             Err(_) => {
                 server.abort();
                 tracing::warn!(grace = ?self.grace, "in-flight requests outlived the grace period");
             }
         }
-        if tokio::time::timeout_at(deadline, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?self.grace, "background tasks outlived the grace period");
         }
         tracing::info!(service = self.name, "stopped");
         Ok(())
+    }
+}
+
+/// Hourly, deletes stored idempotent responses past retention (services with the table).
+async fn prune_idempotency(pool: PgPool, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let has_table: Result<bool, _> =
+            sqlx::query_scalar("SELECT to_regclass('idempotency') IS NOT NULL")
+                .fetch_one(&pool)
+                .await;
+        if let Ok(true) = has_table {
+            match crate::idempotency::prune(&pool).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned idempotent responses"),
+                Err(err) => tracing::warn!(error = %err, "pruning idempotent responses failed"),
+            }
+        }
     }
 }
 
@@ -295,13 +330,16 @@ pub fn run<A: AppSettings>(service: Service<A>) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let environment = format!("{:?}", settings.environment).to_lowercase();
-        let _telemetry = telemetry::init(service.name, &environment, &settings.log, &settings.sentry);
+        let _telemetry =
+            telemetry::init(service.name, &environment, &settings.log, &settings.sentry);
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(&service, settings).await,
             Command::Migrate => migrate(&service, settings).await,
             Command::Populate { scenario } => populate(&service, settings, &scenario).await,
             Command::Check => check(&service, settings).await,
-            Command::Openapi => service.openapi_json(settings).map(|json| println!("{json}")),
+            Command::Openapi => service
+                .openapi_json(settings)
+                .map(|json| println!("{json}")),
         }
     });
     match result {
@@ -314,10 +352,7 @@ pub fn run<A: AppSettings>(service: Service<A>) -> ExitCode {
     }
 }
 
-async fn serve<A: AppSettings>(
-    service: &Service<A>,
-    settings: Settings<A>,
-) -> anyhow::Result<()> {
+async fn serve<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> anyhow::Result<()> {
     let started = Instant::now();
     let address = (settings.http.host.clone(), settings.http.port);
     let app = service.build(settings).await?;
@@ -351,15 +386,14 @@ async fn populate<A: AppSettings>(
 ) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
     service.migrate(&pool).await?;
-    let report = service.populate(&pool, &settings.populate.dir, scenario).await?;
+    let report = service
+        .populate(&pool, &settings.populate.dir, scenario)
+        .await?;
     println!("{}: scenario {scenario}: {report}", service.name);
     Ok(())
 }
 
-async fn check<A: AppSettings>(
-    _service: &Service<A>,
-    settings: Settings<A>,
-) -> anyhow::Result<()> {
+async fn check<A: AppSettings>(_service: &Service<A>, settings: Settings<A>) -> anyhow::Result<()> {
     println!(
         "{:<10} ok    {} environment, port {}",
         "config",
@@ -380,9 +414,15 @@ async fn check<A: AppSettings>(
     let only: Vec<Arc<dyn Check>> = checks.iter().map(|(c, _)| c.clone()).collect();
     let readiness = health::probe(&only).await;
     for (check, target) in &checks {
-        let Some(status) = readiness.checks.get(check.name()) else { continue };
+        let Some(status) = readiness.checks.get(check.name()) else {
+            continue;
+        };
         match &status.error {
-            None => println!("{:<10} up    {target} ({} ms)", check.name(), status.latency_ms),
+            None => println!(
+                "{:<10} up    {target} ({} ms)",
+                check.name(),
+                status.latency_ms
+            ),
             Some(error) => println!("{:<10} DOWN  {target}: {error}", check.name()),
         }
     }

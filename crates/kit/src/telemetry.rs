@@ -61,7 +61,11 @@ pub fn init(
         .unwrap_or_else(|| EnvFilter::new(&log.level));
     let mut layers: Vec<BoxedLayer<_>> = Vec::new();
     if pretty {
-        layers.push(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed());
+        layers.push(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .boxed(),
+        );
     } else {
         layers.push(SpanFields.boxed());
         layers.push(json_layer(std::io::stderr).boxed());
@@ -81,7 +85,10 @@ pub fn init(
         layers.push(ErrorLayer::new().with_filter(LevelFilter::ERROR).boxed());
     }
     // A second init in one process (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(filter).with(layers).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .try_init();
     metrics_handle();
     TelemetryGuard {
         _sentry: sentry_guard,
@@ -90,7 +97,9 @@ pub fn init(
 
 /// Whether error tracking is on in this process.
 pub fn error_tracking_enabled() -> bool {
-    sentry::Hub::current().client().is_some_and(|c| c.is_enabled())
+    sentry::Hub::current()
+        .client()
+        .is_some_and(|c| c.is_enabled())
 }
 
 /// The JSON formatting layer writing to `writer`; pair it with [`SpanFields`] in the same
@@ -221,9 +230,11 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().into(), value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), format!("{value:#}").into());
+        self.0
+            .insert(field.name().into(), format!("{value:#}").into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
     }
 }

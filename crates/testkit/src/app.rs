@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
+use crate::TestDb;
 use kit::{Service, Settings};
 use serde::de::DeserializeOwned;
-use crate::TestDb;
 
 /// Stops a spawned app when dropped.
 struct Shutdown(Option<tokio::sync::oneshot::Sender<()>>);
@@ -48,11 +48,16 @@ impl TestApp {
     }
 
     /// Spawns `service` after `configure` adjusts its settings (scenario, limits, ...).
-    pub async fn spawn_with<A>(service: Service<A>, configure: impl FnOnce(&mut Settings<A>)) -> TestApp
+    pub async fn spawn_with<A>(
+        service: Service<A>,
+        configure: impl FnOnce(&mut Settings<A>),
+    ) -> TestApp
     where
         A: kit::config::AppSettings,
     {
-        Self::try_spawn_with(service, configure).await.expect("service starts")
+        Self::try_spawn_with(service, configure)
+            .await
+            .expect("service starts")
     }
 
     /// Like [`Self::spawn_with`], returning the start-up error instead of panicking.
@@ -95,15 +100,29 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.expect("POST")
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
     }
 
     pub async fn patch_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.patch(self.url(path)).json(body).send().await.expect("PATCH")
+        self.client
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH")
     }
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.client.delete(self.url(path)).send().await.expect("DELETE")
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE")
     }
 }
 
@@ -111,7 +130,8 @@ impl TestApp {
 pub async fn json<T: DeserializeOwned>(response: reqwest::Response) -> T {
     let status = response.status();
     let text = response.text().await.expect("response body");
-    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{status} body is not the expected JSON ({err}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("{status} body is not the expected JSON ({err}): {text}"))
 }
 
 fn init_logs() {
@@ -122,6 +142,11 @@ fn init_logs() {
             level: "warn".into(),
         };
         // Kept for the whole test process.
-        std::mem::forget(kit::telemetry::init("test", "test", &log, &Default::default()));
+        std::mem::forget(kit::telemetry::init(
+            "test",
+            "test",
+            &log,
+            &Default::default(),
+        ));
     });
 }

@@ -18,16 +18,20 @@ pub struct TestDb {
 impl TestDb {
     /// Creates an empty database with a unique name.
     pub async fn create() -> TestDb {
-        let server = PgConnectOptions::from_str(&server_url()).expect("HATCHERY_TEST_DATABASE_URL is a Postgres URL");
+        let server = PgConnectOptions::from_str(&server_url())
+            .expect("HATCHERY_TEST_DATABASE_URL is a Postgres URL");
         let name = format!("test_{}", uuid::Uuid::now_v7().simple());
         let mut conn = server
             .connect()
             .await
             .expect("Postgres must run at 127.0.0.1:5432 (cargo xtask infra starts it)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", kit::db::quote_identifier(&name))))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {}",
+            kit::db::quote_identifier(&name)
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
         conn.close().await.ok();
         TestDb {
             options: server.database(&name),
@@ -57,13 +61,22 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let server = self.options.clone().database("postgres");
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", kit::db::quote_identifier(&self.name));
+        let statement = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            kit::db::quote_identifier(&self.name)
+        );
         // Drop runs outside any async context we could borrow: use a private runtime on a thread.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let mut conn = server.connect().await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await.ok()
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
             })
         })
         .join();

@@ -61,7 +61,10 @@ mod tests {
 
     #[test]
     fn titles_are_trimmed_and_bounded() {
-        assert_eq!(NoteTitle::parse("  Groceries ").unwrap().as_str(), "Groceries");
+        assert_eq!(
+            NoteTitle::parse("  Groceries ").unwrap().as_str(),
+            "Groceries"
+        );
         assert!(NoteTitle::parse("   ").is_err());
         assert!(NoteTitle::parse(&"x".repeat(201)).is_err());
         assert!(NoteTitle::parse(&"é".repeat(200)).is_ok());

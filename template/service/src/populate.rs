@@ -58,7 +58,10 @@ pub struct NoteSeed {
 }
 
 /// Loads the scenario's files for this service: users first, then the notes that reference them.
-pub fn load<'a>(conn: &'a mut PgConnection, scenario: &'a Scenario) -> BoxFuture<'a, Result<Report, Error>> {
+pub fn load<'a>(
+    conn: &'a mut PgConnection,
+    scenario: &'a Scenario,
+) -> BoxFuture<'a, Result<Report, Error>> {
     Box::pin(async move {
         let sources = scenario.read::<Document>(crate::NAME)?;
         let now = Utc::now();
@@ -94,7 +97,10 @@ pub fn load<'a>(conn: &'a mut PgConnection, scenario: &'a Scenario) -> BoxFuture
                     owner_id,
                     title: &title,
                     body: &body,
-                    created_at: note.created_at.as_ref().map_or(now, |when| when.resolve(now)),
+                    created_at: note
+                        .created_at
+                        .as_ref()
+                        .map_or(now, |when| when.resolve(now)),
                 };
                 let created = store::insert_note(conn, &new)
                     .await

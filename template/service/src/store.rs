@@ -42,7 +42,11 @@ pub async fn list_notes(
 ) -> sqlx::Result<Vec<NoteRow>> {
     let (after_time, after_uuid) = page.after.map_or((None, None), |(t, u)| (Some(t), Some(u)));
     // Two statements rather than one with `$1 IS NULL OR ...`, so each keeps its index plan.
-    let sql = if owner_id.is_some() { LIST_OWNER_NOTES } else { LIST_ALL_NOTES };
+    let sql = if owner_id.is_some() {
+        LIST_OWNER_NOTES
+    } else {
+        LIST_ALL_NOTES
+    };
     sqlx::query_as::<_, NoteRow>(sql)
         .bind(owner_id)
         .bind(after_time)
@@ -52,21 +56,23 @@ pub async fn list_notes(
         .await
 }
 
-const LIST_OWNER_NOTES: &str = "SELECT n.uuid, u.uuid AS owner, n.title, n.body, n.created_at, n.updated_at
+const LIST_OWNER_NOTES: &str =
+    "SELECT n.uuid, u.uuid AS owner, n.title, n.body, n.created_at, n.updated_at
      FROM notes n JOIN users u ON u.id = n.owner_id
      WHERE n.deleted_at IS NULL AND n.owner_id = $1
        AND ($2::timestamptz IS NULL OR (n.created_at, n.uuid) < ($2, $3))
      ORDER BY n.created_at DESC, n.uuid DESC
      LIMIT $4";
 
-const LIST_ALL_NOTES: &str = "SELECT n.uuid, u.uuid AS owner, n.title, n.body, n.created_at, n.updated_at
+const LIST_ALL_NOTES: &str =
+    "SELECT n.uuid, u.uuid AS owner, n.title, n.body, n.created_at, n.updated_at
      FROM notes n JOIN users u ON u.id = n.owner_id
      WHERE n.deleted_at IS NULL AND $1::bigint IS NULL
        AND ($2::timestamptz IS NULL OR (n.created_at, n.uuid) < ($2, $3))
      ORDER BY n.created_at DESC, n.uuid DESC
      LIMIT $4";
 
-pub async fn find_note(db: &PgPool, uuid: Uuid) -> sqlx::Result<Option<NoteRow>> {
+pub async fn find_note(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Result<Option<NoteRow>> {
     sqlx::query_as::<_, NoteRow>(
         "SELECT n.uuid, u.uuid AS owner, n.title, n.body, n.created_at, n.updated_at
          FROM notes n JOIN users u ON u.id = n.owner_id
@@ -145,7 +151,10 @@ pub struct SeedUser<'a> {
 }
 
 /// Get-or-create a user by UUID: returns its local key and whether it was created.
-pub async fn get_or_create_user(db: &mut PgConnection, user: &SeedUser<'_>) -> sqlx::Result<(i64, bool)> {
+pub async fn get_or_create_user(
+    db: &mut PgConnection,
+    user: &SeedUser<'_>,
+) -> sqlx::Result<(i64, bool)> {
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO users (uuid, email, name, roles) VALUES ($1, $2, $3, $4)
          ON CONFLICT (uuid) DO NOTHING

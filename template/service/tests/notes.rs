@@ -20,8 +20,21 @@ async fn demo_scenario_is_listed_newest_first() {
     let response = app.get("/api/template/v1/notes").await;
     assert_eq!(response.status(), StatusCode::OK);
     let page: Value = json(response).await;
-    let titles: Vec<&str> = page["items"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap()).collect();
-    assert_eq!(titles, ["Workshop ideas", "Oven maintenance", "Bread order", "Welcome to Hatchery"]);
+    let titles: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "Workshop ideas",
+            "Oven maintenance",
+            "Bread order",
+            "Welcome to Hatchery"
+        ]
+    );
     assert_eq!(page["next_cursor"], Value::Null);
 }
 
@@ -30,7 +43,10 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats() {
     let app = demo_app().await;
     for i in 0..25 {
         let created = app
-            .post_json("/api/template/v1/notes", &json!({"owner": BOB, "title": format!("note {i}")}))
+            .post_json(
+                "/api/template/v1/notes",
+                &json!({"owner": BOB, "title": format!("note {i}")}),
+            )
             .await;
         assert_eq!(created.status(), StatusCode::CREATED);
     }
@@ -64,9 +80,17 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats() {
 #[tokio::test]
 async fn invalid_paging_is_a_422_naming_the_parameter() {
     let app = demo_app().await;
-    for (query, field) in [("limit=0", "limit"), ("limit=101", "limit"), ("cursor=garbage", "cursor")] {
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("cursor=garbage", "cursor"),
+    ] {
         let response = app.get(&format!("/api/template/v1/notes?{query}")).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}"
+        );
         let problem: Value = json(response).await;
         assert!(problem["errors"][field].is_array(), "{query}: {problem}");
     }
@@ -78,7 +102,10 @@ async fn invalid_paging_is_a_422_naming_the_parameter() {
 async fn create_read_update_and_soft_delete() {
     let app = demo_app().await;
     let response = app
-        .post_json("/api/template/v1/notes", &json!({"owner": ADA, "title": "  Plan  ", "body": "first"}))
+        .post_json(
+            "/api/template/v1/notes",
+            &json!({"owner": ADA, "title": "  Plan  ", "body": "first"}),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let note: Value = json(response).await;
@@ -91,13 +118,26 @@ async fn create_read_update_and_soft_delete() {
     assert_eq!(fetched, note);
 
     let updated: Value = json(app.patch_json(&path, &json!({"body": "second"})).await).await;
-    assert_eq!((updated["title"].as_str(), updated["body"].as_str()), (Some("Plan"), Some("second")));
+    assert_eq!(
+        (updated["title"].as_str(), updated["body"].as_str()),
+        (Some("Plan"), Some("second"))
+    );
 
     assert_eq!(app.delete(&path).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.get(&path).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.delete(&path).await.status(), StatusCode::NOT_FOUND);
-    let listed: Value = json(app.get(&format!("/api/template/v1/notes?owner={ADA}")).await).await;
-    assert!(listed["items"].as_array().unwrap().iter().all(|n| n["id"] != id.as_str()));
+    let listed: Value = json(
+        app.get(&format!("/api/template/v1/notes?owner={ADA}"))
+            .await,
+    )
+    .await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["id"] != id.as_str())
+    );
 
     // Soft delete: the row is still there, marked.
     let deleted_at: Option<chrono::DateTime<chrono::Utc>> =
@@ -119,13 +159,19 @@ async fn invalid_notes_get_every_field_error_at_once() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = json(response).await;
     assert_eq!(problem["code"], "validation_failed");
     for field in ["owner", "title", "body"] {
         assert!(problem["errors"][field].is_array(), "{field}: {problem}");
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notes").fetch_one(&app.db).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(count, 4, "nothing stored");
 }
 
@@ -145,24 +191,52 @@ async fn malformed_and_mistyped_bodies_get_problems() {
     assert_eq!(problem["code"], "malformed_json");
     assert!(problem["request_id"].is_string());
 
-    let typed = app.post_json("/api/template/v1/notes", &json!({"owner": ADA, "title": 42})).await;
+    let typed = app
+        .post_json(
+            "/api/template/v1/notes",
+            &json!({"owner": ADA, "title": 42}),
+        )
+        .await;
     assert_eq!(typed.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = json(typed).await;
-    assert!(problem["errors"]["title"][0].as_str().unwrap().contains("expected a string"), "{problem}");
+    assert!(
+        problem["errors"]["title"][0]
+            .as_str()
+            .unwrap()
+            .contains("expected a string"),
+        "{problem}"
+    );
 
-    let no_type = app.client.post(app.url("/api/template/v1/notes")).body("{}").send().await.unwrap();
+    let no_type = app
+        .client
+        .post(app.url("/api/template/v1/notes"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
 #[tokio::test]
 async fn malformed_ids_and_unknown_paths_are_404_problems() {
     let app = demo_app().await;
-    for path in ["/api/template/v1/notes/not-a-uuid", "/api/template/v1/nothing-here"] {
+    for path in [
+        "/api/template/v1/notes/not-a-uuid",
+        "/api/template/v1/nothing-here",
+    ] {
         let response = app.get(path).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
     }
-    let response = app.client.put(app.url("/api/template/v1/notes")).send().await.unwrap();
+    let response = app
+        .client
+        .put(app.url("/api/template/v1/notes"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -170,11 +244,17 @@ async fn malformed_ids_and_unknown_paths_are_404_problems() {
 async fn populating_again_creates_nothing_and_keeps_changes() {
     let app = demo_app().await;
     let path = "/api/template/v1/notes/0193a000-0000-7000-8000-00000000a002";
-    let changed = app.patch_json(path, &json!({"title": "Bread order (changed)"})).await;
+    let changed = app
+        .patch_json(path, &json!({"title": "Bread order (changed)"}))
+        .await;
     assert_eq!(changed.status(), StatusCode::OK);
 
     let report = template::service()
-        .populate(&app.db, &testkit::workspace_root().join("populator"), "demo")
+        .populate(
+            &app.db,
+            &testkit::workspace_root().join("populator"),
+            "demo",
+        )
         .await
         .unwrap();
     assert_eq!((report.created("users"), report.kept("users")), (0, 3));
@@ -187,7 +267,10 @@ async fn populating_again_creates_nothing_and_keeps_changes() {
 async fn openapi_documents_the_notes_api() {
     let app = demo_app().await;
     let doc: Value = json(app.get("/openapi.json").await).await;
-    assert!(doc["paths"]["/api/template/v1/notes"]["get"].is_object(), "{doc}");
+    assert!(
+        doc["paths"]["/api/template/v1/notes"]["get"].is_object(),
+        "{doc}"
+    );
     assert!(doc["paths"]["/api/template/v1/notes/{id}"]["patch"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());
 }

@@ -3,7 +3,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::LOCATION;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use kit::idempotency::{self, Claim, Idempotent};
 use kit::{ApiError, ApiResult, FieldErrors, Json, Page, PageParams, Path, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -73,7 +76,12 @@ async fn list_notes(
         Some(owner) => match store::user_id(&state.db, owner).await? {
             Some(id) => Some(id),
             // An unknown owner has no notes.
-            None => return Ok(Json(Page { items: Vec::new(), next_cursor: None })),
+            None => {
+                return Ok(Json(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                }));
+            }
         },
     };
     let rows = store::list_notes(&state.db, owner_id, &page).await?;
@@ -89,24 +97,34 @@ pub struct CreateNote {
     pub body: String,
 }
 
-/// Create a note.
+/// Create a note. With an `Idempotency-Key`, a retry of the same request returns the
+/// same note instead of creating another.
 #[utoipa::path(
     post, path = "/notes", tag = "notes",
     request_body = CreateNote,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     responses(
         (status = 201, body = Note),
         (status = 400, description = "Malformed JSON", body = kit::Problem),
-        (status = 422, description = "Invalid fields or unknown owner", body = kit::Problem),
+        (status = 409, description = "Same key still being processed", body = kit::Problem),
+        (status = 422, description = "Invalid fields, unknown owner, or key reused", body = kit::Problem),
     )
 )]
 async fn create_note(
     State(state): State<AppState>,
-    Json(input): Json<CreateNote>,
-) -> ApiResult<(StatusCode, Json<Note>)> {
+    request: Idempotent<CreateNote>,
+) -> ApiResult<Response> {
+    let (mut tx, input, key) = match request.claim(&state.db, "notes.create").await? {
+        Claim::Replay(stored) => return Ok(stored),
+        Claim::Fresh { tx, body, key } => (tx, body, key),
+    };
     let mut errors = FieldErrors::default();
     let title = errors.take("title", NoteTitle::parse(&input.title));
-    let body = errors.take("body", NoteBody::parse(&input.body, state.settings.app.max_body_chars));
-    let owner_id = store::user_id(&state.db, input.owner).await?;
+    let body = errors.take(
+        "body",
+        NoteBody::parse(&input.body, state.settings.app.max_body_chars),
+    );
+    let owner_id = store::user_id(&mut *tx, input.owner).await?;
     if owner_id.is_none() {
         errors.add("owner", "is not a known user");
     }
@@ -114,15 +132,26 @@ async fn create_note(
         return Err(errors.into());
     };
     let uuid = Uuid::now_v7();
-    let mut conn = state.db.acquire().await?;
-    let new = store::NewNote { uuid, owner_id, title: &title, body: &body, created_at: Utc::now() };
-    store::insert_note(&mut conn, &new).await?;
-    drop(conn);
-    let row = store::find_note(&state.db, uuid)
+    let new = store::NewNote {
+        uuid,
+        owner_id,
+        title: &title,
+        body: &body,
+        created_at: Utc::now(),
+    };
+    store::insert_note(&mut tx, &new).await?;
+    let row = store::find_note(&mut *tx, uuid)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("note {uuid} vanished after insert")))?;
     tracing::info!(note = %uuid, "note created");
-    Ok((StatusCode::CREATED, Json(row.into())))
+    let location = format!("/api/template/v1/notes/{uuid}");
+    let response = (
+        StatusCode::CREATED,
+        [(LOCATION, location)],
+        Json(Note::from(row)),
+    )
+        .into_response();
+    idempotency::complete(tx, key.as_ref(), response).await
 }
 
 /// Fetch one note.
@@ -132,7 +161,9 @@ async fn create_note(
     responses((status = 200, body = Note), (status = 404, body = kit::Problem))
 )]
 async fn get_note(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<Note>> {
-    let row = store::find_note(&state.db, id).await?.ok_or_else(|| ApiError::not_found("note"))?;
+    let row = store::find_note(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("note"))?;
     Ok(Json(row.into()))
 }
 
@@ -163,7 +194,11 @@ async fn update_note(
     let title = input.title.as_deref().map(NoteTitle::parse).transpose();
     let title = errors.take("title", title).flatten();
     let max = state.settings.app.max_body_chars;
-    let body = input.body.as_deref().map(|b| NoteBody::parse(b, max)).transpose();
+    let body = input
+        .body
+        .as_deref()
+        .map(|b| NoteBody::parse(b, max))
+        .transpose();
     let body = errors.take("body", body).flatten();
     errors.into_result()?;
     let row = store::update_note(&state.db, id, title.as_ref(), body.as_ref())

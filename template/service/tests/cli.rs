@@ -1,0 +1,230 @@
+//! The service binary as operators run it: exit codes, messages, start-up and shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use testkit::TestDb;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_template"));
+    command
+        .current_dir(testkit::workspace_root())
+        .env_remove("RUST_LOG")
+        .env("TEMPLATE__LOG__FORMAT", "json")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().expect("run the template binary");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_key() {
+    let cases = [
+        ("TEMPLATE__HTTP__PORT", "eighty", "http.port"),
+        ("TEMPLATE__DATABASE__URL", "mysql://nope", "database.url"),
+        ("TEMPLATE__LOG__LEVEL", "info,[[[", "log.level"),
+        ("TEMPLATE__HTTP__PROT", "1", "prot"),
+        ("TEMPLATE__APP__MAX_BODY_CHARS", "-1", "app.max_body_chars"),
+    ];
+    for (key, value, named) in cases {
+        let (output, _, stderr) = run(binary().arg("check").env(key, value));
+        assert_eq!(output.status.code(), Some(2), "{key}={value}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{key}={value} should name {named}: {stderr}"
+        );
+        assert!(stderr.contains("invalid configuration"), "{stderr}");
+    }
+}
+
+#[test]
+fn secrets_never_reach_the_output() {
+    let (output, stdout, stderr) = run(binary().arg("check").env(
+        "TEMPLATE__DATABASE__URL",
+        "postgres://app:hunter2secret@127.0.0.1:1/template",
+    ));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout.contains("database") && stdout.contains("DOWN"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("hunter2secret") && !stderr.contains("hunter2secret"),
+        "{stdout}{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_reports_each_dependency() {
+    let db = TestDb::create().await;
+    let (output, stdout, stderr) = run(binary()
+        .arg("check")
+        .env("TEMPLATE__DATABASE__URL", db.url())
+        .env("TEMPLATE__REDIS__URL", "redis://127.0.0.1:6379"));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("config") && lines[0].contains("ok"),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("database") && l.contains("up")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("redis") && l.contains("up")),
+        "{stdout}"
+    );
+
+    // Redis on a port where nothing listens: named as down, non-zero exit.
+    let (output, stdout, _) = run(binary()
+        .arg("check")
+        .env("TEMPLATE__DATABASE__URL", db.url())
+        .env("TEMPLATE__REDIS__URL", "redis://127.0.0.1:1"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("redis") && l.contains("DOWN")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn openapi_prints_the_document_without_a_database() {
+    let (output, stdout, stderr) = run(binary().arg("openapi").env(
+        "TEMPLATE__DATABASE__URL",
+        "postgres://nobody@127.0.0.1:1/none",
+    ));
+    assert!(output.status.success(), "{stderr}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout).expect("stdout is the JSON document");
+    assert_eq!(doc["info"]["title"], "Hatchery template service");
+}
+
+#[tokio::test]
+async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
+    let db = TestDb::create().await;
+    let dir = std::env::temp_dir().join(format!("hatchery-populator-{}", uuid::Uuid::now_v7()));
+    let service_dir = dir.join("broken").join("template");
+    std::fs::create_dir_all(&service_dir).unwrap();
+    std::fs::write(
+        service_dir.join("notes.yaml"),
+        "users:\n  - id: 0193a000-0000-7000-8000-000000000001\n    email: a@b.test\n    name: A\nnotes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-000000000001\n    titel: typo\n",
+    )
+    .unwrap();
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("TEMPLATE__DATABASE__URL", db.url())
+        .env("TEMPLATE__HTTP__PORT", "0")
+        .env("TEMPLATE__POPULATE__DIR", &dir)
+        .env("TEMPLATE__POPULATE__SCENARIO", "broken"));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("notes.yaml:8"), "{stderr}");
+    assert!(stderr.contains("titel"), "{stderr}");
+
+    // A dangling reference is reported where it is written, and nothing was loaded.
+    std::fs::write(
+        service_dir.join("notes.yaml"),
+        "notes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-0000000000ff\n    title: orphan\n",
+    )
+    .unwrap();
+    let (output, _, stderr) = run(binary()
+        .args(["populate", "--scenario", "broken"])
+        .env("TEMPLATE__DATABASE__URL", db.url())
+        .env("TEMPLATE__POPULATE__DIR", &dir));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("notes.yaml:3") && stderr.contains("0193a000-0000-7000-8000-0000000000ff"),
+        "{stderr}"
+    );
+    let pool = db.pool().await;
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(notes, 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Kills the child if a failed assertion leaves it running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serves_demo_data_and_exits_0_on_sigterm() {
+    let db = TestDb::create().await;
+    let child = binary()
+        .env("TEMPLATE__DATABASE__URL", db.url())
+        .env("TEMPLATE__HTTP__PORT", "0")
+        .env("TEMPLATE__POPULATE__SCENARIO", "demo")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    // The "listening" log line carries the address (port 0 = chosen by the OS).
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let address = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("service logs that it listens");
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if entry["message"] == "listening" {
+            break entry["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("{address}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let notes: serde_json::Value = client
+        .get(format!("{address}/api/template/v1/notes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(notes["items"].as_array().unwrap().len(), 4);
+
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = testkit::eventually("the service to exit", Duration::from_secs(10), || {
+        let status = child.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0));
+}
