@@ -21,7 +21,7 @@ pub use config::{Secret, SecretUrl, Settings};
 pub use error::{ApiError, ConstraintExt, FieldErrors, PROBLEM_JSON, Problem};
 pub use extract::{Json, Path, Query};
 pub use pagination::{Page, PageParams, PageRequest};
-pub use service::{App, Parts, Service, run, shutdown_signal};
+pub use service::{App, Commands, Parts, Service, run, shutdown_signal};
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;

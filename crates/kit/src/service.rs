@@ -32,6 +32,21 @@ pub type PopulateFn = for<'a> fn(
 /// Builds the service's API router (with its state applied) from the shared parts.
 pub type RoutesFn<A> = fn(&Parts<A>) -> OpenApiRouter;
 
+/// Starts a service's background work (event relay, consumers, key rotation...) on
+/// `parts.tasks`, watching `parts.shutdown`, and returns the readiness checks it adds. Runs in
+/// `serve` after migrations and seed data, before the first request is accepted.
+pub type StartFn<A> =
+    for<'a> fn(&'a Parts<A>) -> BoxFuture<'a, anyhow::Result<Vec<Arc<dyn Check>>>>;
+
+/// Operational subcommands of a service beyond the shared ones (e.g. `events parked`).
+pub struct Commands<A: 'static> {
+    /// The subcommands, as clap commands.
+    pub define: fn() -> Vec<clap::Command>,
+    /// Runs the subcommand `name` with its matches; the database is connected and migrated.
+    pub run:
+        for<'a> fn(&'a str, &'a clap::ArgMatches, Parts<A>) -> BoxFuture<'a, anyhow::Result<()>>,
+}
+
 /// What a service is: its name, port, migrations, routes and seed-data loader. A service's
 /// `lib.rs` returns one of these; its `main.rs` hands it to [`run`].
 pub struct Service<A: 'static = ()> {
@@ -42,6 +57,8 @@ pub struct Service<A: 'static = ()> {
     pub migrator: Option<&'static Migrator>,
     pub routes: RoutesFn<A>,
     pub populate: Option<PopulateFn>,
+    pub start: Option<StartFn<A>>,
+    pub commands: Option<Commands<A>>,
 }
 
 /// What a service's routes and background tasks are built from.
@@ -88,7 +105,25 @@ impl<A: AppSettings> Service<A> {
             self.populate(&pool, &settings.populate.dir, &scenario)
                 .await?;
         }
-        Ok(self.assemble(settings, pool).0)
+        let parts = self.parts(settings, pool);
+        parts
+            .tasks
+            .spawn(prune_idempotency(parts.db.clone(), parts.shutdown.clone()));
+        let extra_checks = match self.start {
+            Some(start) => start(&parts).await.context("starting background work")?,
+            None => Vec::new(),
+        };
+        Ok(self.assemble(parts, extra_checks).0)
+    }
+
+    fn parts(&self, settings: Settings<A>, pool: PgPool) -> Parts<A> {
+        Parts {
+            name: self.name,
+            settings: Arc::new(settings),
+            db: pool,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
     }
 
     /// Applies this service's pending migrations.
@@ -124,24 +159,14 @@ impl<A: AppSettings> Service<A> {
         Ok(report)
     }
 
-    fn assemble(&self, settings: Settings<A>, pool: PgPool) -> (App, String) {
-        let settings = Arc::new(settings);
-        let parts = Parts {
-            name: self.name,
-            settings: settings.clone(),
-            db: pool.clone(),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        };
-        parts
-            .tasks
-            .spawn(prune_idempotency(pool.clone(), parts.shutdown.clone()));
+    fn assemble(&self, parts: Parts<A>, extra_checks: Vec<Arc<dyn Check>>) -> (App, String) {
+        let settings = parts.settings.clone();
         let (api, mut openapi) = (self.routes)(&parts).split_for_parts();
         openapi.info.title = format!("Hatchery {} service", self.name);
         openapi.info.version = self.version.to_owned();
         openapi.info.description = Some(self.description.to_owned());
         let openapi_json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
-        let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(health::Database(pool))];
+        let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(health::Database(parts.db.clone()))];
         if let Some(url) = &settings.redis.url
             && let Ok(redis) = health::Redis::new(url)
         {
@@ -150,6 +175,7 @@ impl<A: AppSettings> Service<A> {
         if let Some(url) = &settings.amqp.url {
             checks.push(Arc::new(health::Amqp(url.clone())));
         }
+        checks.extend(extra_checks);
         let router = http::stack(
             api,
             http::Ops {
@@ -171,7 +197,7 @@ impl<A: AppSettings> Service<A> {
     /// The OpenAPI document, built without touching the database.
     pub fn openapi_json(&self, settings: Settings<A>) -> anyhow::Result<String> {
         let pool = db::connect_lazy(&settings.database)?;
-        Ok(self.assemble(settings, pool).1)
+        Ok(self.assemble(self.parts(settings, pool), Vec::new()).1)
     }
 }
 
@@ -305,16 +331,27 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Runs a service binary: parses the command line, loads settings (exit code 2 on a bad one)
 /// and runs the command on a Tokio runtime.
 pub fn run<A: AppSettings>(service: Service<A>) -> ExitCode {
+    let extra = service
+        .commands
+        .as_ref()
+        .map(|c| (c.define)())
+        .unwrap_or_default();
+    let extra_names: Vec<String> = extra.iter().map(|c| c.get_name().to_owned()).collect();
     let matches = Cli::command()
         .name(service.name)
         .version(service.version)
         .about(service.description)
+        .subcommands(extra)
         .get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(err) => err.exit(),
+    let config_file = matches.get_one::<PathBuf>("config").cloned();
+    let cli = match matches.subcommand_name() {
+        Some(name) if extra_names.iter().any(|n| n == name) => None,
+        _ => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => Some(cli),
+            Err(err) => err.exit(),
+        },
     };
-    let settings = match service.load_settings(cli.config.as_deref()) {
+    let settings = match service.load_settings(config_file.as_deref()) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("{}: {err}", service.name);
@@ -332,6 +369,9 @@ pub fn run<A: AppSettings>(service: Service<A>) -> ExitCode {
         let environment = format!("{:?}", settings.environment).to_lowercase();
         let _telemetry =
             telemetry::init(service.name, &environment, &settings.log, &settings.sentry);
+        let Some(cli) = cli else {
+            return extra_command(&service, settings, &matches).await;
+        };
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(&service, settings).await,
             Command::Migrate => migrate(&service, settings).await,
@@ -367,6 +407,19 @@ async fn serve<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> a
         "listening"
     );
     app.serve(listener, shutdown_signal()).await
+}
+
+async fn extra_command<A: AppSettings>(
+    service: &Service<A>,
+    settings: Settings<A>,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<()> {
+    let (Some(commands), Some((name, sub))) = (&service.commands, matches.subcommand()) else {
+        anyhow::bail!("no such command");
+    };
+    let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
+    service.migrate(&pool).await?;
+    (commands.run)(name, sub, service.parts(settings, pool)).await
 }
 
 async fn migrate<A: AppSettings>(

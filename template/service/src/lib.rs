@@ -26,5 +26,7 @@ pub fn service() -> kit::Service<config::Config> {
         migrator: Some(&MIGRATOR),
         routes: http::router,
         populate: Some(populate::load),
+        start: None,
+        commands: None,
     }
 }

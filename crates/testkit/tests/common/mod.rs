@@ -22,6 +22,8 @@ pub fn service() -> Service {
         migrator: None,
         routes,
         populate: None,
+        start: None,
+        commands: None,
     }
 }
 
