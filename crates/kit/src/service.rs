@@ -49,6 +49,9 @@ pub struct Commands<A: 'static> {
 
 /// What a service is: its name, port, migrations, routes and seed-data loader. A service's
 /// `lib.rs` returns one of these; its `main.rs` hands it to [`run`].
+///
+/// A service with neither migrations nor seed data has no database (the broker): kit then
+/// neither creates, connects to, migrates nor checks one.
 pub struct Service<A: 'static = ()> {
     pub name: &'static str,
     pub port: u16,
@@ -97,6 +100,15 @@ impl<A: AppSettings> Service<A> {
     /// scenario and assembles the router. A bad scenario file fails here, so the service
     /// refuses to start with the file and line in the message.
     pub async fn build(&self, settings: Settings<A>) -> anyhow::Result<App> {
+        if !self.has_database() {
+            let pool = db::connect_lazy(&settings.database)?;
+            let parts = self.parts(settings, pool);
+            let extra_checks = match self.start {
+                Some(start) => start(&parts).await.context("starting background work")?,
+                None => Vec::new(),
+            };
+            return Ok(self.assemble(parts, extra_checks).0);
+        }
         let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
         if settings.database.migrate_on_start {
             self.migrate(&pool).await?;
@@ -114,6 +126,11 @@ impl<A: AppSettings> Service<A> {
             None => Vec::new(),
         };
         Ok(self.assemble(parts, extra_checks).0)
+    }
+
+    /// Whether this service owns a database (see [`Service`]).
+    pub fn has_database(&self) -> bool {
+        self.migrator.is_some() || self.populate.is_some()
     }
 
     fn parts(&self, settings: Settings<A>, pool: PgPool) -> Parts<A> {
@@ -166,7 +183,10 @@ impl<A: AppSettings> Service<A> {
         openapi.info.version = self.version.to_owned();
         openapi.info.description = Some(self.description.to_owned());
         let openapi_json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
-        let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(health::Database(parts.db.clone()))];
+        let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+        if self.has_database() {
+            checks.push(Arc::new(health::Database(parts.db.clone())));
+        }
         if let Some(url) = &settings.redis.url
             && let Ok(redis) = health::Redis::new(url)
         {
@@ -446,17 +466,20 @@ async fn populate<A: AppSettings>(
     Ok(())
 }
 
-async fn check<A: AppSettings>(_service: &Service<A>, settings: Settings<A>) -> anyhow::Result<()> {
+async fn check<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> anyhow::Result<()> {
     println!(
         "{:<10} ok    {} environment, port {}",
         "config",
         format!("{:?}", settings.environment).to_lowercase(),
         settings.http.port
     );
-    let mut checks: Vec<(Arc<dyn Check>, String)> = vec![(
-        Arc::new(health::Database(db::connect_lazy(&settings.database)?)),
-        settings.database.url.redacted(),
-    )];
+    let mut checks: Vec<(Arc<dyn Check>, String)> = Vec::new();
+    if service.has_database() {
+        checks.push((
+            Arc::new(health::Database(db::connect_lazy(&settings.database)?)),
+            settings.database.url.redacted(),
+        ));
+    }
     if let Some(url) = &settings.redis.url {
         let redis = health::Redis::new(url).map_err(|err| anyhow::anyhow!("redis.url: {err}"))?;
         checks.push((Arc::new(redis), url.redacted()));

@@ -197,3 +197,19 @@ async fn responses_are_compressed_when_asked() {
         "{encoding:?} {length}"
     );
 }
+
+#[tokio::test]
+async fn a_service_without_migrations_or_seed_data_needs_no_database() {
+    let mut service = common::service();
+    service.populate = None;
+    // Nothing listens on port 1: a service that needed the database could not start.
+    let app = TestApp::spawn_with(service, |s| {
+        s.database.url = kit::SecretUrl::new("postgres://nobody@127.0.0.1:1/none")
+    })
+    .await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: Value = json(ready).await;
+    assert!(body["checks"].get("database").is_none(), "{body}");
+    assert_eq!(app.get("/slow/1").await.status(), StatusCode::OK);
+}

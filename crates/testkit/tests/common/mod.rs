@@ -1,4 +1,5 @@
 //! A probe service exercising kit's HTTP stack: it panics, sleeps, echoes and fails on demand.
+//! It has a seed-data hook (loading nothing), so it owns a database like most services.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +22,7 @@ pub fn service() -> Service {
         description: "kit test probe",
         migrator: None,
         routes,
-        populate: None,
+        populate: Some(no_seed_data),
         start: None,
         commands: None,
     }
@@ -64,4 +65,11 @@ fn routes(parts: &Parts<()>) -> OpenApiRouter {
 
 async fn boom() -> &'static str {
     panic!("probe exploded")
+}
+
+fn no_seed_data<'a>(
+    _: &'a mut sqlx::PgConnection,
+    _: &'a kit::populator::Scenario,
+) -> futures_util::future::BoxFuture<'a, Result<kit::populator::Report, kit::populator::Error>> {
+    Box::pin(async { Ok(kit::populator::Report::default()) })
 }
