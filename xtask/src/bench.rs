@@ -40,7 +40,10 @@ fn print_rows(rows: &[Row]) -> bool {
             ]
         })
         .collect();
-    print!("\n{}", util::table(&["METRIC", "VALUE", "TARGET", "RESULT"], &table));
+    print!(
+        "\n{}",
+        util::table(&["METRIC", "VALUE", "TARGET", "RESULT"], &table)
+    );
     rows.iter().all(|row| row.met)
 }
 
@@ -200,7 +203,11 @@ fn service(root: &Path, name: &str, runs: usize) -> Result<Vec<Row>> {
     let notes = format!("/api/{name}/v1/notes");
     let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
     for index in 0..100 {
-        let path = if index % 2 == 0 { "/healthz" } else { notes.as_str() };
+        let path = if index % 2 == 0 {
+            "/healthz"
+        } else {
+            notes.as_str()
+        };
         let key = match http::get(loopback(runner.port), path, Duration::from_secs(5)) {
             Ok(response) => format!("{path} {}", response.status),
             Err(error) => format!("{path} error: {error}"),
@@ -290,9 +297,16 @@ mod tests {
 
     #[test]
     fn medians() {
-        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(median(&ms(&[1, 2, 3])), Duration::from_millis(2));
-        assert_eq!(median(&ms(&[1, 2, 3, 5])), Duration::from_millis(2500) / 1000);
+        assert_eq!(
+            median(&ms(&[1, 2, 3, 5])),
+            Duration::from_millis(2500) / 1000
+        );
     }
 
     #[test]

@@ -26,9 +26,10 @@ fn fail_if_any(what: &str, problems: Vec<String>) -> Result<()> {
 /// healthy-conditions on the infrastructure; the marker comment is present.
 pub fn check_compose(root: &Path, services: &[Service]) -> Result<()> {
     let path = root.join(COMPOSE_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let parsed = compose::parse(&text).with_context(|| format!("{} does not parse", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let parsed =
+        compose::parse(&text).with_context(|| format!("{} does not parse", path.display()))?;
     let mut problems = Vec::new();
     if !text.lines().any(|line| line.trim() == MARKER) {
         problems.push(format!("the marker comment `  {MARKER}` is missing"));
@@ -96,7 +97,9 @@ pub fn check_compose(root: &Path, services: &[Service]) -> Result<()> {
         if let Some(url) = env.get(&service.env("DATABASE__URL"))
             && !url.ends_with(&format!("/{name}"))
         {
-            problems.push(format!("`{name}` database URL {url} does not name database `{name}`"));
+            problems.push(format!(
+                "`{name}` database URL {url} does not name database `{name}`"
+            ));
         }
         let depends = block.depends_on.to_map();
         for infra in INFRA_SERVICES {
@@ -128,8 +131,8 @@ pub fn check_compose(root: &Path, services: &[Service]) -> Result<()> {
 /// The names listed in `ci/services.txt` (blank lines and `#` comments skipped).
 pub fn read_services_txt(root: &Path) -> Result<Vec<String>> {
     let path = root.join(SERVICES_TXT);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(text
         .lines()
         .map(|line| line.split('#').next().unwrap_or_default().trim())
@@ -163,8 +166,8 @@ pub fn check_services_txt(root: &Path, services: &[Service]) -> Result<()> {
 /// only sources that exist.
 pub fn check_dockerfile(root: &Path) -> Result<()> {
     let path = root.join(DOCKERFILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let instructions = dockerfile_instructions(&text);
     let mut problems = Vec::new();
     let has_arg = instructions
@@ -202,7 +205,9 @@ pub fn check_dockerfile(root: &Path) -> Result<()> {
                 continue;
             }
             if !root.join(source).exists() {
-                problems.push(format!("`{keyword}` source {source} does not exist in the repository"));
+                problems.push(format!(
+                    "`{keyword}` source {source} does not exist in the repository"
+                ));
             }
         }
     }
@@ -239,7 +244,9 @@ pub fn dockerfile_instructions(text: &str) -> Vec<(String, String)> {
         if instruction.is_empty() {
             continue;
         }
-        let (keyword, args) = instruction.split_once(char::is_whitespace).unwrap_or((instruction, ""));
+        let (keyword, args) = instruction
+            .split_once(char::is_whitespace)
+            .unwrap_or((instruction, ""));
         instructions.push((keyword.to_ascii_uppercase(), args.trim().to_string()));
     }
     instructions

@@ -261,7 +261,9 @@ pub fn add_service(
         .iter()
         .position(|line| line.trim() == MARKER)
         .with_context(|| {
-            format!("docker-compose.yml lacks the marker comment `  {MARKER}` at the end of `services:`")
+            format!(
+                "docker-compose.yml lacks the marker comment `  {MARKER}` at the end of `services:`"
+            )
         })?;
     let block = renamer.apply(&lines[start..end].join("\n"));
     let mut out: Vec<String> = lines[..marker].iter().map(|l| (*l).to_string()).collect();
@@ -275,7 +277,8 @@ pub fn add_service(
     if compose.ends_with('\n') {
         text.push('\n');
     }
-    let parsed = parse(&text).context("internal error: the edited docker-compose.yml does not parse")?;
+    let parsed =
+        parse(&text).context("internal error: the edited docker-compose.yml does not parse")?;
     if !parsed.services.contains_key(new_name) {
         bail!("internal error: service {new_name:?} missing from the edited docker-compose.yml");
     }
@@ -362,7 +365,10 @@ volumes:
     fn refuses_duplicates_and_missing_pieces() {
         let renamer = Renamer::new("template", "postgres", 8005, 8006);
         let error = add_service(COMPOSE, "template", "postgres", &renamer).unwrap_err();
-        assert!(error.to_string().contains("already has a service"), "{error}");
+        assert!(
+            error.to_string().contains("already has a service"),
+            "{error}"
+        );
 
         let renamer = Renamer::new("template", "mail", 8005, 8006);
         let no_marker = COMPOSE.replace(MARKER, "# something else");
@@ -377,7 +383,10 @@ volumes:
     fn reads_port_syntaxes() {
         let mapping = |text: &str| Port::Short(text.to_string()).mapping().unwrap();
         assert_eq!(mapping("8005:8005"), ("8005".into(), "8005".into()));
-        assert_eq!(mapping("127.0.0.1:1025:25/tcp"), ("1025".into(), "25".into()));
+        assert_eq!(
+            mapping("127.0.0.1:1025:25/tcp"),
+            ("1025".into(), "25".into())
+        );
         assert_eq!(mapping("9000"), ("9000".into(), "9000".into()));
     }
 }

@@ -56,7 +56,9 @@ pub fn validate_name(name: &str) -> Result<()> {
         );
     }
     if COMPOSE_NAMES.contains(&name) {
-        bail!("{name:?} is the name of an infrastructure container in docker-compose.yml; pick another name");
+        bail!(
+            "{name:?} is the name of an infrastructure container in docker-compose.yml; pick another name"
+        );
     }
     Ok(())
 }
@@ -96,15 +98,44 @@ impl NewService {
         for path in &self.updated {
             out.push_str(&format!("  {}\n", path.display()));
         }
-        out.push_str(&format!(
-            "\nNext steps:\n  \
-             cargo build -p {name}          # also adds it to Cargo.lock\n  \
-             cargo nextest run -p {name}    # its tests (needs Postgres on 127.0.0.1:5432)\n  \
-             cargo xtask up                 # run every service; {name} at http://127.0.0.1:{port}\n  \
-             git add services/{name} populator {SERVICES_TXT} {COMPOSE_FILE} Cargo.toml Cargo.lock\n",
-            name = self.name,
-            port = self.port
-        ));
+        let name = &self.name;
+        let steps = [
+            (
+                format!("cargo build -p {name}"),
+                "also adds it to Cargo.lock".to_string(),
+            ),
+            (
+                format!("cargo nextest run -p {name}"),
+                "its tests (need Postgres on 127.0.0.1:5432)".to_string(),
+            ),
+            (
+                "cargo xtask up".to_string(),
+                format!(
+                    "runs every service; {name} at http://127.0.0.1:{}",
+                    self.port
+                ),
+            ),
+            (
+                format!(
+                    "git add services/{name} {POPULATOR_DIR} {SERVICES_TXT} {COMPOSE_FILE} Cargo.toml Cargo.lock"
+                ),
+                String::new(),
+            ),
+        ];
+        let width = steps
+            .iter()
+            .filter(|(_, note)| !note.is_empty())
+            .map(|(command, _)| command.len())
+            .max()
+            .unwrap_or(0);
+        out.push_str("\nNext steps:\n");
+        for (command, note) in steps {
+            if note.is_empty() {
+                out.push_str(&format!("  {command}\n"));
+            } else {
+                out.push_str(&format!("  {command:<width$}  # {note}\n"));
+            }
+        }
         out
     }
 }
@@ -155,7 +186,9 @@ pub fn new_service(root: &Path, name: &str, port: Option<u16>) -> Result<NewServ
             let scenario_name = scenario
                 .file_name()
                 .context("scenario directory without a name")?;
-            let from = Path::new(POPULATOR_DIR).join(scenario_name).join(TEMPLATE_NAME);
+            let from = Path::new(POPULATOR_DIR)
+                .join(scenario_name)
+                .join(TEMPLATE_NAME);
             let to = Path::new(POPULATOR_DIR).join(scenario_name).join(name);
             if root.join(&to).exists() {
                 bail!("{} already exists", to.display());
@@ -334,7 +367,14 @@ mod tests {
 
     #[test]
     fn rejects_reserved_names() {
-        for name in ["kit", "template", "xtask", "identity", "contracts", "postgres"] {
+        for name in [
+            "kit",
+            "template",
+            "xtask",
+            "identity",
+            "contracts",
+            "postgres",
+        ] {
             let error = validate_name(name).unwrap_err().to_string();
             assert!(
                 error.contains("reserved") || error.contains("infrastructure"),
@@ -356,7 +396,11 @@ mod tests {
         assert_eq!(next_free_port(&[]), 8005);
         assert_eq!(next_free_port(&[service("template", 8005)]), 8006);
         assert_eq!(
-            next_free_port(&[service("template", 8005), service("b", 8010), service("a", 8007)]),
+            next_free_port(&[
+                service("template", 8005),
+                service("b", 8010),
+                service("a", 8007)
+            ]),
             8011
         );
         assert_eq!(next_free_port(&[service("broker", 8000)]), 8005);

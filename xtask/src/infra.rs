@@ -125,7 +125,9 @@ fn postgres_clusters() -> Vec<(String, PathBuf)> {
                 .filter_map(|entry| {
                     let version = entry.file_name().to_str()?.to_string();
                     let main = entry.path().join("main");
-                    main.join("postgresql.conf").is_file().then_some((version, main))
+                    main.join("postgresql.conf")
+                        .is_file()
+                        .then_some((version, main))
                 })
                 .collect()
         })
@@ -225,7 +227,12 @@ fn docker_works() -> bool {
 pub fn pg_hba_with_loopback_trust(hba: &str) -> Option<String> {
     let trusts = |address: &str| {
         hba.lines().any(|line| {
-            let fields: Vec<&str> = line.split('#').next().unwrap_or_default().split_whitespace().collect();
+            let fields: Vec<&str> = line
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
             matches!(
                 fields.as_slice(),
                 ["host", "all", "all" | "postgres", addr, "trust"] if *addr == address
@@ -248,9 +255,11 @@ pub fn pg_hba_with_loopback_trust(hba: &str) -> Option<String> {
 fn configure_postgres_trust(root: &Path) -> Result<()> {
     for (version, dir) in postgres_clusters() {
         let path = dir.join("pg_hba.conf");
-        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         if let Some(updated) = pg_hba_with_loopback_trust(&text) {
-            fs::write(&path, updated).with_context(|| format!("cannot write {}", path.display()))?;
+            fs::write(&path, updated)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             println!(
                 "  postgres: {} now trusts role postgres on 127.0.0.1 and ::1 (local development only)",
                 path.display()
@@ -261,7 +270,12 @@ fn configure_postgres_trust(root: &Path) -> Result<()> {
                 run_logged(
                     root,
                     &POSTGRES,
-                    Command::new(ctl).args(["--skip-systemctl-redirect", &version, "main", "reload"]),
+                    Command::new(ctl).args([
+                        "--skip-systemctl-redirect",
+                        &version,
+                        "main",
+                        "reload",
+                    ]),
                 )?;
             }
         }
@@ -321,7 +335,11 @@ pub fn ensure(root: &Path, smtp: Smtp) -> Result<()> {
         })
         .collect();
     let missing = |outcome: &[(Dep, Option<&'static str>)]| -> Vec<Dep> {
-        outcome.iter().filter(|(_, state)| state.is_none()).map(|(dep, _)| *dep).collect()
+        outcome
+            .iter()
+            .filter(|(_, state)| state.is_none())
+            .map(|(dep, _)| *dep)
+            .collect()
     };
     let mark = |outcome: &mut Vec<(Dep, Option<&'static str>)>, up: &[Dep], how: &'static str| {
         for (dep, state) in outcome.iter_mut() {
@@ -450,7 +468,11 @@ fn ensure_smtp_background(root: &Path) -> Result<()> {
         line("smtp", SMTP_PORT, "ok");
         return Ok(());
     }
-    util::run(util::cargo().current_dir(root).args(["build", "--quiet", "-p", "smtp-sink"]))?;
+    util::run(
+        util::cargo()
+            .current_dir(root)
+            .args(["build", "--quiet", "-p", "smtp-sink"]),
+    )?;
     let binary = util::target_dir(root).join("debug").join("smtp-sink");
     let mail_dir = util::target_dir(root).join("mail");
     let (log_path, log) = log_file(root, "smtp-sink")?;
@@ -510,7 +532,11 @@ mod tests {
                               host    all             all             ::1/128                 scram-sha-256\n";
         let updated = pg_hba_with_loopback_trust(debian_default).unwrap();
         assert!(updated.starts_with("# Added by `cargo xtask infra`"));
-        assert!(updated.contains("host    all             postgres        127.0.0.1/32            trust\n"));
+        assert!(
+            updated.contains(
+                "host    all             postgres        127.0.0.1/32            trust\n"
+            )
+        );
         assert!(updated.ends_with(debian_default));
         assert_eq!(pg_hba_with_loopback_trust(&updated), None);
 
@@ -521,7 +547,13 @@ mod tests {
     #[test]
     fn manual_instructions_name_the_commands() {
         let text = manual_instructions(&[POSTGRES, RABBITMQ]);
-        assert!(text.contains("docker compose up -d postgres rabbitmq"), "{text}");
-        assert!(text.contains("postgresql") && text.contains("rabbitmq-server"), "{text}");
+        assert!(
+            text.contains("docker compose up -d postgres rabbitmq"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postgresql") && text.contains("rabbitmq-server"),
+            "{text}"
+        );
     }
 }

@@ -73,7 +73,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 let rows: Vec<Vec<String>> = found
                     .iter()
-                    .map(|s| vec![s.name.clone(), s.port.to_string(), s.dir.display().to_string()])
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.port.to_string(),
+                            s.dir.display().to_string(),
+                        ]
+                    })
                     .collect();
                 print!("{}", util::table(&["NAME", "PORT", "PATH"], &rows));
             }

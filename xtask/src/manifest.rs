@@ -241,7 +241,9 @@ kit = { path = "crates/kit" }
 
     #[test]
     fn inserts_in_sorted_position_keeping_comments() {
-        let updated = add_workspace_member(ROOT, "services/mail").unwrap().unwrap();
+        let updated = add_workspace_member(ROOT, "services/mail")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             updated,
             r#"[workspace]
@@ -259,7 +261,9 @@ members = [
 kit = { path = "crates/kit" }
 "#
         );
-        let again = add_workspace_member(&updated, "services/auth").unwrap().unwrap();
+        let again = add_workspace_member(&updated, "services/auth")
+            .unwrap()
+            .unwrap();
         assert!(again.contains("    \"services/auth\",\n    \"services/mail\",\n"));
     }
 
@@ -272,22 +276,32 @@ kit = { path = "crates/kit" }
     fn appends_at_the_end_adding_a_missing_comma() {
         let manifest = "[workspace]\nmembers = [\n  \"a\",\n  \"b\"\n]\n";
         let updated = add_workspace_member(manifest, "z").unwrap().unwrap();
-        assert_eq!(updated, "[workspace]\nmembers = [\n  \"a\",\n  \"b\",\n  \"z\",\n]\n");
+        assert_eq!(
+            updated,
+            "[workspace]\nmembers = [\n  \"a\",\n  \"b\",\n  \"z\",\n]\n"
+        );
         let manifest = "[workspace]\nmembers = [\n  \"a\",\n  \"b\" ]\n";
         let updated = add_workspace_member(manifest, "z").unwrap().unwrap();
-        assert_eq!(updated, "[workspace]\nmembers = [\n  \"a\",\n  \"b\",\n  \"z\",\n]\n");
+        assert_eq!(
+            updated,
+            "[workspace]\nmembers = [\n  \"a\",\n  \"b\",\n  \"z\",\n]\n"
+        );
     }
 
     #[test]
     fn handles_one_line_and_empty_lists() {
         let manifest = "[workspace]\nmembers = [\"xtask\", \"crates/kit\"]\n";
-        let updated = add_workspace_member(manifest, "services/a").unwrap().unwrap();
+        let updated = add_workspace_member(manifest, "services/a")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             updated,
             "[workspace]\nmembers = [\"services/a\", \"xtask\", \"crates/kit\"]\n"
         );
         let manifest = "[workspace]\nmembers = []\n";
-        let updated = add_workspace_member(manifest, "services/a").unwrap().unwrap();
+        let updated = add_workspace_member(manifest, "services/a")
+            .unwrap()
+            .unwrap();
         assert_eq!(updated, "[workspace]\nmembers = [\"services/a\"]\n");
     }
 
@@ -302,7 +316,10 @@ kit = { path = "crates/kit" }
     #[test]
     fn missing_members_is_a_clear_error() {
         let error = add_workspace_member("[package]\nname = \"x\"\n", "a").unwrap_err();
-        assert!(error.to_string().contains("no `members = [...]`"), "{error}");
+        assert!(
+            error.to_string().contains("no `members = [...]`"),
+            "{error}"
+        );
         let error = add_workspace_member("[workspace]\nmembers = [\n \"a\",\n", "b").unwrap_err();
         assert!(error.to_string().contains("not closed"), "{error}");
     }

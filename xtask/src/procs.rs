@@ -170,13 +170,25 @@ mod tests {
             .unwrap();
         // A child that ignores SIGTERM must be killed after the grace period.
         let mut stubborn = Command::new("sh")
-            .args(["-c", "trap '' TERM; while :; do sleep 0.05; done"])
+            .args([
+                "-c",
+                "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+            ])
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        thread::sleep(Duration::from_millis(200)); // let the trap be installed
+        // Wait until the trap is installed.
+        let mut ready = String::new();
+        BufReader::new(stubborn.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n");
         let started = Instant::now();
-        let results = stop_all(&mut [&mut polite, &mut stubborn], Duration::from_millis(500));
+        let results = stop_all(
+            &mut [&mut polite, &mut stubborn],
+            Duration::from_millis(500),
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(!results[0].1, "sleep should stop on SIGTERM");
         assert!(results[1].1, "the TERM-ignoring child should be killed");

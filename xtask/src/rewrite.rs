@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn underscore_is_a_boundary() {
         let r = renamer();
-        assert_eq!(r.apply("TEMPLATE__HTTP__PORT=8005"), "BILLING__HTTP__PORT=8007");
+        assert_eq!(
+            r.apply("TEMPLATE__HTTP__PORT=8005"),
+            "BILLING__HTTP__PORT=8007"
+        );
         assert_eq!(r.apply("template_notes"), "billing_notes");
         assert_eq!(
             r.apply("CREATE TABLE template_notes"),
@@ -106,7 +109,10 @@ mod tests {
     fn leaves_longer_words_alone() {
         let r = renamer();
         assert_eq!(r.apply("templates"), "templates");
-        assert_eq!(r.apply("Templated TemplateConfig"), "Templated TemplateConfig");
+        assert_eq!(
+            r.apply("Templated TemplateConfig"),
+            "Templated TemplateConfig"
+        );
         assert_eq!(r.apply("xtemplate template2"), "xtemplate template2");
         assert_eq!(r.apply("TEMPLATES"), "TEMPLATES");
         assert_eq!(r.apply("TeMpLaTe"), "TeMpLaTe");

@@ -67,7 +67,14 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     commands.push(("fmt", fmt));
     let mut clippy = util::cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     commands.push(("clippy", clippy));
     if !nextest_installed() {
         let mut install = util::cargo();
@@ -75,7 +82,9 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
         commands.push(("install nextest", install));
     }
     let mut nextest = util::cargo();
-    nextest.args(["nextest", "run", "--workspace"]).args(nextest_args);
+    nextest
+        .args(["nextest", "run", "--workspace"])
+        .args(nextest_args);
     commands.push(("nextest", nextest));
 
     for (name, mut command) in commands {

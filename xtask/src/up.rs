@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -47,6 +47,8 @@ pub fn service_env(service: &Service, scenario: &str) -> Vec<(String, String)> {
 struct Proc {
     name: String,
     child: Child,
+    /// Threads forwarding the child's stdout and stderr.
+    output: Vec<JoinHandle<()>>,
     /// Services (not the SMTP sink) are probed for readiness.
     service: Option<Service>,
     ready_after: Option<Duration>,
@@ -63,7 +65,7 @@ fn spawn(
     index: usize,
     width: usize,
     colour: bool,
-) -> Result<Child> {
+) -> Result<(Child, Vec<JoinHandle<()>>)> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -73,13 +75,14 @@ fn spawn(
         .spawn()
         .with_context(|| format!("cannot start {name}: `{}`", util::describe(&command)))?;
     let prefix = procs::prefix(name, width, index, colour);
+    let mut output = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        procs::forward_lines(stdout, prefix.clone())?;
+        output.push(procs::forward_lines(stdout, prefix.clone())?);
     }
     if let Some(stderr) = child.stderr.take() {
-        procs::forward_lines(stderr, prefix)?;
+        output.push(procs::forward_lines(stderr, prefix)?);
     }
-    Ok(child)
+    Ok((child, output))
 }
 
 fn probe_readiness(
@@ -117,7 +120,9 @@ fn print_ready_table(root: &Path, procs: &[Proc], scenario: &str, mail_dir: Opti
                 service.name.clone(),
                 service.url(),
                 format!("{}/openapi.json", service.url()),
-                proc.ready_after.map(util::human_duration).unwrap_or_default(),
+                proc.ready_after
+                    .map(util::human_duration)
+                    .unwrap_or_default(),
             ]);
         }
     }
@@ -130,7 +135,10 @@ fn print_ready_table(root: &Path, procs: &[Proc], scenario: &str, mail_dir: Opti
         ]);
     }
     let mut out = format!("\nAll services are ready (scenario `{scenario}`):\n\n");
-    out.push_str(&util::table(&["SERVICE", "URL", "API DOCS", "READY IN"], &rows));
+    out.push_str(&util::table(
+        &["SERVICE", "URL", "API DOCS", "READY IN"],
+        &rows,
+    ));
     let logins = root.join("populator").join(scenario).join("logins.txt");
     if let Ok(text) = std::fs::read_to_string(&logins) {
         out.push_str(&format!(
@@ -158,6 +166,16 @@ fn stop(procs: &mut [Proc]) {
             );
         }
     }
+    // Let the last lines through (bounded: a grandchild may hold a pipe open).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    for handle in procs.iter_mut().flat_map(|p| p.output.drain(..)) {
+        while !handle.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Run everything until Ctrl-C / SIGTERM (exit code 0) or until a child
@@ -176,7 +194,9 @@ pub fn up(root: &Path, options: &UpOptions) -> Result<i32> {
         bail!("no services found: expected template/service/Cargo.toml or services/*/Cargo.toml");
     }
     if !root.join("populator").join(scenario).is_dir() {
-        println!("warning: populator/{scenario}/ does not exist; the services will find no seed data");
+        println!(
+            "warning: populator/{scenario}/ does not exist; the services will find no seed data"
+        );
     }
 
     infra::ensure(root, Smtp::Skip)?;
@@ -232,10 +252,11 @@ pub fn up(root: &Path, options: &UpOptions) -> Result<i32> {
                 .arg(format!("127.0.0.1:{SMTP_PORT}"))
                 .arg("--dir")
                 .arg(&dir);
-            let child = spawn("smtp", command, services.len(), width, colour)?;
+            let (child, output) = spawn("smtp", command, services.len(), width, colour)?;
             procs.push(Proc {
                 name: "smtp".to_string(),
                 child,
+                output,
                 service: None,
                 ready_after: None,
             });
@@ -249,15 +270,19 @@ pub fn up(root: &Path, options: &UpOptions) -> Result<i32> {
             mail_dir = Some(dir);
         }
 
-        println!("==> starting {} service(s) with scenario `{scenario}`", services.len());
+        println!(
+            "==> starting {} service(s) with scenario `{scenario}`",
+            services.len()
+        );
         for (index, service) in services.iter().enumerate() {
             let mut command = Command::new(bin_dir.join(&service.name));
             command.current_dir(root).arg("serve");
             command.envs(service_env(service, scenario));
-            let child = spawn(&service.name, command, index, width, colour)?;
+            let (child, output) = spawn(&service.name, command, index, width, colour)?;
             procs.push(Proc {
                 name: service.name.clone(),
                 child,
+                output,
                 service: Some(service.clone()),
                 ready_after: None,
             });
@@ -267,7 +292,8 @@ pub fn up(root: &Path, options: &UpOptions) -> Result<i32> {
         let (events_tx, events) = mpsc::channel();
         for (index, proc) in procs.iter().enumerate() {
             if let Some(service) = &proc.service {
-                let (service, stop, tx) = (service.clone(), Arc::clone(&stop_probes), events_tx.clone());
+                let (service, stop, tx) =
+                    (service.clone(), Arc::clone(&stop_probes), events_tx.clone());
                 let timeout = options.ready_timeout;
                 thread::Builder::new()
                     .name("xtask-probe".to_string())

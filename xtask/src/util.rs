@@ -33,7 +33,14 @@ pub fn cargo() -> Command {
 
 /// A shell-like rendering of a command, for messages.
 pub fn describe(command: &Command) -> String {
-    let mut parts = vec![command.get_program().to_string_lossy().into_owned()];
+    let program = command.get_program().to_string_lossy().into_owned();
+    // Show `cargo`, not the toolchain path that $CARGO points to.
+    let program = if program.ends_with("/cargo") {
+        "cargo".to_string()
+    } else {
+        program
+    };
+    let mut parts = vec![program];
     parts.extend(command.get_args().map(|arg| {
         let arg = arg.to_string_lossy();
         if arg.is_empty() || arg.contains([' ', '"', '\'', '$', '*']) {
@@ -49,7 +56,11 @@ pub fn describe(command: &Command) -> String {
 pub fn run(command: &mut Command) -> Result<()> {
     let status = status(command)?;
     if !status.success() {
-        bail!("`{}` failed ({})", describe(command), describe_status(status));
+        bail!(
+            "`{}` failed ({})",
+            describe(command),
+            describe_status(status)
+        );
     }
     Ok(())
 }

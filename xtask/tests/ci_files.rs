@@ -48,7 +48,10 @@ fn ci_scripts_are_executable_bash() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert!(mode & 0o111 != 0, "{script} is not executable");
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("#!/usr/bin/env bash\n"), "{script}: shebang");
+        assert!(
+            text.starts_with("#!/usr/bin/env bash\n"),
+            "{script}: shebang"
+        );
         assert!(text.contains("set -euo pipefail"), "{script}: strict mode");
         let syntax = std::process::Command::new("bash")
             .arg("-n")
@@ -74,8 +77,16 @@ fn the_checks_catch_a_broken_compose_file() {
         .replace("TEMPLATE__REDIS__URL", "REDIS_URL");
     std::fs::write(dir.join("docker-compose.yml"), broken).unwrap();
     let error = format!("{:#}", checks::check_compose(&dir, &found).unwrap_err());
-    for expected in ["8005:8005", "SERVICE=template", "REDIS_URL", "TEMPLATE__REDIS__URL"] {
-        assert!(error.contains(expected), "missing {expected:?} in:\n{error}");
+    for expected in [
+        "8005:8005",
+        "SERVICE=template",
+        "REDIS_URL",
+        "TEMPLATE__REDIS__URL",
+    ] {
+        assert!(
+            error.contains(expected),
+            "missing {expected:?} in:\n{error}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -57,20 +57,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("The request body is not valid JSON: {err}."),
         )
     };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    // Syntax first, over the whole body (trailing garbage included), then shape: a body that
+    // is not JSON is a 400 whatever else is wrong with it.
+    let document: serde_json::Value = serde_json::from_slice(bytes).map_err(malformed)?;
+    serde_path_to_error::deserialize(document).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
-        if !inner.is_data() {
-            return malformed(inner);
-        }
-        let (field, message) = describe_data_error(&path, &inner.to_string());
+        let (field, message) = describe_data_error(&path, &err.into_inner().to_string());
         let mut errors = FieldErrors::default();
         errors.add(field, message);
         errors.into()
-    })?;
-    de.end().map_err(malformed)?;
-    Ok(value)
+    })
 }
 
 /// Names the field and says what is wrong with it, in words a client developer can act on.
@@ -90,7 +86,9 @@ fn describe_data_error(path: &str, message: &str) -> (String, String) {
         return (join(field), "is required".to_owned());
     }
     if let Some(field) = backticked(message, "unknown field `") {
-        return (join(field), "is not a known field".to_owned());
+        // The path already ends at the unknown key (the parent object is not named twice).
+        let named = if path.ends_with(field) { path.to_owned() } else { join(field) };
+        return (named, "is not a known field".to_owned());
     }
     let field = if path == "." || path.is_empty() {
         "body".to_owned()
@@ -224,14 +222,14 @@ mod tests {
         let errors = problem(r#"{"title": "a", "tags": [], "colour": 1}"#)
             .errors
             .unwrap();
-        assert_eq!(errors["colour"], vec!["is not a known field"]);
+        assert_eq!(errors.get("colour"), Some(&vec!["is not a known field".to_owned()]), "{errors:?}");
 
         let errors = problem(r#"{"title": "a", "tags": ["ok", 3]}"#)
             .errors
             .unwrap();
         assert!(errors.contains_key("tags[1]"), "{errors:?}");
 
-        let errors = problem("[1]").errors.unwrap();
+        let errors = problem("\"just a string\"").errors.unwrap();
         assert!(errors.contains_key("body"), "{errors:?}");
     }
 }

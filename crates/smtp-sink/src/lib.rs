@@ -370,7 +370,11 @@ fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>, limit: usize) -> io:
         }
         reader.consume(taken);
         if done {
-            return Ok(if too_long { Line::TooLong } else { Line::Complete });
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
         }
     }
 }
@@ -537,7 +541,9 @@ fn session(conn: &mut Connection<'_>) -> io::Result<()> {
                             conn.reply(&format!("250 2.0.0 Ok: queued as {}", message.id))?;
                         }
                         Data::TooLarge => {
-                            conn.reply("552 5.3.4 Message size exceeds fixed maximum message size")?;
+                            conn.reply(
+                                "552 5.3.4 Message size exceeds fixed maximum message size",
+                            )?;
                         }
                     }
                 }
@@ -646,7 +652,9 @@ fn parse_path<'a>(argument: &'a str, prefix: &str) -> Option<(String, &'a str)> 
         let address = inner[..end].trim();
         // Drop a source route (`@a,@b:user@host`), which RFC 5321 says to ignore.
         let address = match address.strip_prefix('@') {
-            Some(route) => route.split_once(':').map_or(address, |(_, mailbox)| mailbox),
+            Some(route) => route
+                .split_once(':')
+                .map_or(address, |(_, mailbox)| mailbox),
             None => address,
         };
         Some((address.to_string(), inner[end + 1..].trim()))
@@ -758,7 +766,8 @@ mod tests {
             id: 1,
             from: "a@b".into(),
             recipients: vec!["c@d".into()],
-            data: b"From: a@b\r\nSubject: Hello\r\n  world\r\nX-Other: 1\r\n\r\nBody line\r\n".to_vec(),
+            data: b"From: a@b\r\nSubject: Hello\r\n  world\r\nX-Other: 1\r\n\r\nBody line\r\n"
+                .to_vec(),
         };
         assert_eq!(message.subject().as_deref(), Some("Hello world"));
         assert_eq!(message.header("x-other").as_deref(), Some("1"));

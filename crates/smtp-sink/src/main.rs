@@ -33,7 +33,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_string(), Some(value.to_string()))
+            }
             _ => (arg.clone(), None),
         };
         let mut value = |name: &str| {
@@ -59,7 +61,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
 }
 
 fn describe(message: &Message, dir: Option<&PathBuf>) -> String {
-    let to: Vec<String> = message.recipients.iter().map(|r| format!("<{r}>")).collect();
+    let to: Vec<String> = message
+        .recipients
+        .iter()
+        .map(|r| format!("<{r}>"))
+        .collect();
     let mut line = format!(
         "#{} from=<{}> to={} size={}B subject={:?}",
         message.id,

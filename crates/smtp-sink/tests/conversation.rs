@@ -33,7 +33,10 @@ impl Client {
             let mut line = String::new();
             let read = self.reader.read_line(&mut line).expect("read reply");
             assert!(read > 0, "connection closed; got so far: {lines:?}");
-            assert!(line.ends_with("\r\n"), "reply line not CRLF-terminated: {line:?}");
+            assert!(
+                line.ends_with("\r\n"),
+                "reply line not CRLF-terminated: {line:?}"
+            );
             let line = line.trim_end().to_string();
             let last = line.as_bytes().get(3) != Some(&b'-');
             lines.push(line);
@@ -162,7 +165,10 @@ fn oversized_message_is_rejected_and_connection_stays_usable() {
     // One single line longer than the whole budget as well.
     client.send_raw(format!("{}\r\n.\r\n", "y".repeat(5000)).as_bytes());
     let reply = client.read_reply();
-    assert!(reply.starts_with("552"), "oversized DATA answered {reply:?}");
+    assert!(
+        reply.starts_with("552"),
+        "oversized DATA answered {reply:?}"
+    );
 
     // The transaction was reset; a small message still goes through.
     client.expect("MAIL FROM:<small@example.com>", "250");
