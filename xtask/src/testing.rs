@@ -87,11 +87,19 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
         .args(nextest_args);
     commands.push(("nextest", nextest));
 
+    let mut tally: Option<Tally> = None;
     for (name, mut command) in commands {
         command.current_dir(root).stdin(Stdio::null());
         println!("==> {name}: {}", util::describe(&command));
         let started = Instant::now();
-        let status = util::status(&mut command);
+        let status = if name == "nextest" {
+            run_counting(&mut command).map(|(status, counts)| {
+                tally = counts;
+                status
+            })
+        } else {
+            util::status(&mut command)
+        };
         let took = started.elapsed();
         let code = match status {
             Ok(status) => util::exit_code_of(status),
@@ -108,9 +116,113 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
         if code != 0 {
             print!("{}", summary(&steps));
             eprintln!("`{name}` failed with exit code {code}");
+            print_tally(tally.as_ref());
             return Ok(code);
         }
     }
     print!("{}", summary(&steps));
+    print_tally(tally.as_ref());
     Ok(0)
+}
+
+/// Test counts from nextest's `Summary [...] N tests run: P passed, F failed, S skipped` line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+fn parse_tally(line: &str) -> Option<Tally> {
+    let (_, counts) = line.split_once("tests run:")?;
+    let mut tally = Tally::default();
+    for part in counts.split(',') {
+        let mut words = part.split_whitespace();
+        let (Some(number), Some(what)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(number) = number.parse::<u64>() else {
+            continue;
+        };
+        match what {
+            "passed" => tally.passed += number,
+            "skipped" => tally.skipped += number,
+            // failed, timed out, ...: anything that is not a pass or a skip counts against.
+            _ => tally.failed += number,
+        }
+    }
+    Some(tally)
+}
+
+/// The closing line, after the timing table: what CI reads as the result of the run.
+fn print_tally(tally: Option<&Tally>) {
+    if let Some(t) = tally {
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            t.passed, t.failed, t.skipped
+        );
+    }
+}
+
+/// Runs nextest with its output passed through, noting its summary line.
+fn run_counting(command: &mut Command) -> Result<(std::process::ExitStatus, Option<Tally>)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let forward = |stream: Box<dyn std::io::Read + Send>, to_stderr: bool| {
+        std::thread::spawn(move || {
+            let mut found = None;
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if to_stderr {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                } else {
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                }
+                if line.trim_start().starts_with("Summary") {
+                    found = parse_tally(&line).or(found);
+                }
+            }
+            found
+        })
+    };
+    let out = child.stdout.take().map(|s| forward(Box::new(s), false));
+    let err = child.stderr.take().map(|s| forward(Box::new(s), true));
+    let status = child.wait()?;
+    let from_out = out.and_then(|t| t.join().ok()).flatten();
+    let from_err = err.and_then(|t| t.join().ok()).flatten();
+    Ok((status, from_err.or(from_out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nextest_summaries() {
+        let ok =
+            parse_tally("     Summary [  10.386s] 44 tests run: 44 passed, 0 skipped").unwrap();
+        assert_eq!(
+            ok,
+            Tally {
+                passed: 44,
+                failed: 0,
+                skipped: 0
+            }
+        );
+        let bad = parse_tally(
+            "     Summary [ 1.0s] 10 tests run: 7 passed, 2 failed, 1 timed out, 3 skipped",
+        )
+        .unwrap();
+        assert_eq!(
+            bad,
+            Tally {
+                passed: 7,
+                failed: 3,
+                skipped: 3
+            }
+        );
+        assert_eq!(parse_tally("Starting 3 tests"), None);
+    }
 }

@@ -87,7 +87,11 @@ fn describe_data_error(path: &str, message: &str) -> (String, String) {
     }
     if let Some(field) = backticked(message, "unknown field `") {
         // The path already ends at the unknown key (the parent object is not named twice).
-        let named = if path.ends_with(field) { path.to_owned() } else { join(field) };
+        let named = if path.ends_with(field) {
+            path.to_owned()
+        } else {
+            join(field)
+        };
         return (named, "is not a known field".to_owned());
     }
     let field = if path == "." || path.is_empty() {
@@ -222,7 +226,11 @@ mod tests {
         let errors = problem(r#"{"title": "a", "tags": [], "colour": 1}"#)
             .errors
             .unwrap();
-        assert_eq!(errors.get("colour"), Some(&vec!["is not a known field".to_owned()]), "{errors:?}");
+        assert_eq!(
+            errors.get("colour"),
+            Some(&vec!["is not a known field".to_owned()]),
+            "{errors:?}"
+        );
 
         let errors = problem(r#"{"title": "a", "tags": ["ok", 3]}"#)
             .errors
