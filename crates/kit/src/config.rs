@@ -176,6 +176,116 @@ pub struct OptionalUrl {
     pub url: Option<SecretUrl>,
 }
 
+/// RabbitMQ and the event bus (`bus` crate): connection, names, retries, outbox relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    /// Not set = no bus: events wait in the outbox, no consumer runs, `/readyz` skips RabbitMQ.
+    pub url: Option<SecretUrl>,
+    /// First part of every exchange and queue name (`<prefix>.events`, `<prefix>.<service>`).
+    pub prefix: String,
+    /// Unacknowledged deliveries RabbitMQ sends ahead to one consumer.
+    pub prefetch: u16,
+    /// Deliveries handled at the same time (each holds a database connection).
+    pub concurrency: usize,
+    /// Handler runs before a failing event is parked (the first run counts).
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles for each further one, up to `retry_max_delay`.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// A handler still running after this counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub handler_timeout: Duration,
+    /// Longest wait between two attempts to reconnect to RabbitMQ.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+    /// The outbox relay wakes on NOTIFY, and at least this often.
+    #[serde(with = "humantime_serde")]
+    pub outbox_poll: Duration,
+    /// Outbox rows published per relay transaction.
+    pub outbox_batch: u32,
+    /// Published outbox rows are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub outbox_retention: Duration,
+    /// Inbox rows (ids of handled events, for de-duplication) are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub inbox_retention: Duration,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            url: None,
+            prefix: "hatchery".into(),
+            // Measured (bus-bench, 2 cores): deliveries that are already here are applied
+            // in one transaction, so a deep prefetch with few workers beats many workers.
+            prefetch: 256,
+            concurrency: 4,
+            max_attempts: 5,
+            retry_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(300),
+            handler_timeout: Duration::from_secs(30),
+            reconnect_max_delay: Duration::from_secs(30),
+            outbox_poll: Duration::from_secs(1),
+            outbox_batch: 500,
+            outbox_retention: Duration::from_secs(7 * DAY),
+            inbox_retention: Duration::from_secs(30 * DAY),
+        }
+    }
+}
+
+fn validate_amqp(amqp: &AmqpSettings, prefix: &str) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| Err(ConfigError::new(prefix, key, message));
+    if let Some(url) = &amqp.url
+        && url.expose().parse::<lapin::uri::AMQPUri>().is_err()
+    {
+        return fail("amqp.url", format!("not an AMQP URL: {}", url.redacted()));
+    }
+    let name_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    if amqp.prefix.is_empty() || amqp.prefix.len() > 100 || !amqp.prefix.chars().all(name_ok) {
+        return fail(
+            "amqp.prefix",
+            format!("1 to 100 of [a-z0-9_-] expected, got {:?}", amqp.prefix),
+        );
+    }
+    if amqp.prefetch == 0 {
+        return fail("amqp.prefetch", "must be at least 1".into());
+    }
+    if !(1..=1024).contains(&amqp.concurrency) {
+        return fail("amqp.concurrency", "must be between 1 and 1024".into());
+    }
+    if !(1..=20).contains(&amqp.max_attempts) {
+        return fail("amqp.max_attempts", "must be between 1 and 20".into());
+    }
+    if amqp.retry_delay < Duration::from_millis(10) {
+        return fail("amqp.retry_delay", "must be at least 10ms".into());
+    }
+    if amqp.retry_max_delay < amqp.retry_delay {
+        return fail(
+            "amqp.retry_max_delay",
+            "must not be shorter than amqp.retry_delay".into(),
+        );
+    }
+    for (key, value) in [
+        ("amqp.handler_timeout", amqp.handler_timeout),
+        ("amqp.reconnect_max_delay", amqp.reconnect_max_delay),
+        ("amqp.outbox_poll", amqp.outbox_poll),
+        ("amqp.outbox_retention", amqp.outbox_retention),
+        ("amqp.inbox_retention", amqp.inbox_retention),
+    ] {
+        if value.is_zero() {
+            return fail(key, "must be greater than zero".into());
+        }
+    }
+    if !(1..=10_000).contains(&amqp.outbox_batch) {
+        return fail("amqp.outbox_batch", "must be between 1 and 10000".into());
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SentrySettings {
@@ -213,6 +323,129 @@ impl Default for PopulateSettings {
     }
 }
 
+/// What to do when the session-revocation store (Redis) cannot be asked in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationCheck {
+    /// Refuse the request (503 `auth_unavailable`): a revoked session never slips through.
+    #[default]
+    FailClosed,
+    /// Let the request through on the token alone, and log a warning.
+    FailOpen,
+}
+
+/// How a service verifies the bearer tokens the auth service issues (`identity` crate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The auth service's key set (JWKS). Neither this nor `public_key` set = the local auth
+    /// service, [`AuthSettings::LOCAL_JWKS_URL`] (not allowed in production).
+    pub jwks_url: Option<String>,
+    /// A fixed Ed25519 public key instead of a JWKS: base64 of the 32 raw bytes (or of the DER
+    /// `SubjectPublicKeyInfo`), a PEM `PUBLIC KEY` block, or a JWK object.
+    pub public_key: Option<String>,
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    pub revocation_check: RevocationCheck,
+    /// How long one revocation lookup in Redis may take before `revocation_check` decides.
+    #[serde(with = "humantime_serde")]
+    pub revocation_timeout: Duration,
+    /// Put in front of every revocation key in Redis (`<prefix>revoked:session:<sid>`); empty
+    /// by default. The auth service and every verifier must use the same value; tests set a
+    /// unique one so they cannot see each other's revocations.
+    pub revocation_prefix: String,
+    /// Age after which the cached key set is fetched again (keys removed by auth stop working).
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Least time between two fetches caused by tokens with an unknown `kid`, so a flood of
+    /// made-up key ids cannot hammer the auth service.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
+}
+
+impl AuthSettings {
+    /// Where the auth service serves its key set when it runs locally on its default port.
+    pub const LOCAL_JWKS_URL: &str = "http://127.0.0.1:8001/.well-known/jwks.json";
+
+    /// The configured public key as its 32 raw bytes (`None` when a JWKS is used).
+    pub fn public_key_bytes(&self) -> Result<Option<[u8; 32]>, String> {
+        self.public_key
+            .as_deref()
+            .map(parse_ed25519_public_key)
+            .transpose()
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwks_url: None,
+            public_key: None,
+            issuer: "hatchery-auth".into(),
+            audience: "hatchery".into(),
+            leeway: Duration::from_secs(30),
+            revocation_check: RevocationCheck::FailClosed,
+            revocation_timeout: Duration::from_millis(250),
+            revocation_prefix: String::new(),
+            jwks_refresh: Duration::from_secs(300),
+            jwks_min_refetch: Duration::from_secs(10),
+        }
+    }
+}
+
+/// DER prefix of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410); the 32 key bytes follow.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// Reads an Ed25519 public key written as base64 (standard or URL-safe, padding optional) of
+/// the 32 raw bytes or of the DER `SubjectPublicKeyInfo`, as a PEM `PUBLIC KEY` block, or as a
+/// JWK object (`{"kty":"OKP","crv":"Ed25519","x":"..."}`).
+pub fn parse_ed25519_public_key(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    let encoded: String = if text.starts_with('{') {
+        let jwk: serde_json::Value =
+            serde_json::from_str(text).map_err(|err| format!("not a JWK: {err}"))?;
+        if jwk["kty"] != "OKP" || jwk["crv"] != "Ed25519" {
+            return Err("the JWK is not an Ed25519 key (kty OKP, crv Ed25519)".into());
+        }
+        jwk["x"].as_str().ok_or("the JWK has no \"x\"")?.to_owned()
+    } else if text.starts_with("-----BEGIN") {
+        if !text.starts_with("-----BEGIN PUBLIC KEY-----") {
+            return Err("expected a PEM \"PUBLIC KEY\" block".into());
+        }
+        text.lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect()
+    } else {
+        text.to_owned()
+    };
+    let encoded = encoded.trim_end_matches('=');
+    let bytes = STANDARD_NO_PAD
+        .decode(encoded)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(encoded))
+        .map_err(|_| "not base64, PEM or a JWK".to_owned())?;
+    let raw = match bytes.len() {
+        32 => &bytes[..],
+        44 if bytes.starts_with(&ED25519_SPKI_PREFIX) => &bytes[12..],
+        n => {
+            return Err(format!(
+                "not an Ed25519 public key ({n} bytes; expected 32)"
+            ));
+        }
+    };
+    let mut key = [0u8; 32];
+    key.copy_from_slice(raw);
+    Ok(key)
+}
+
 /// Every setting of one service: the shared sections plus the service's own (`app`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,11 +460,13 @@ pub struct Settings<A> {
     #[serde(default)]
     pub redis: OptionalUrl,
     #[serde(default)]
-    pub amqp: OptionalUrl,
+    pub amqp: AmqpSettings,
     #[serde(default)]
     pub sentry: SentrySettings,
     #[serde(default)]
     pub populate: PopulateSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
     #[serde(default)]
     pub app: A,
 }
@@ -405,11 +640,7 @@ fn validate<A>(s: &Settings<A>, prefix: &str) -> Result<(), ConfigError> {
     {
         return fail("redis.url", format!("not a Redis URL: {}", url.redacted()));
     }
-    if let Some(url) = &s.amqp.url
-        && url.expose().parse::<lapin::uri::AMQPUri>().is_err()
-    {
-        return fail("amqp.url", format!("not an AMQP URL: {}", url.redacted()));
-    }
+    validate_amqp(&s.amqp, prefix)?;
     if let Some(dsn) = &s.sentry.dsn
         && dsn.expose().parse::<sentry::types::Dsn>().is_err()
     {
@@ -430,6 +661,65 @@ fn validate<A>(s: &Settings<A>, prefix: &str) -> Result<(), ConfigError> {
         return fail(
             "populate.scenario",
             format!("not a scenario name: {name:?}"),
+        );
+    }
+    validate_auth(&s.auth, s.environment, prefix)
+}
+
+fn validate_auth(
+    auth: &AuthSettings,
+    environment: Environment,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| Err(ConfigError::new(prefix, key, message));
+    match (&auth.jwks_url, &auth.public_key) {
+        (Some(_), Some(_)) => {
+            return fail(
+                "auth.public_key",
+                "set either auth.jwks_url or auth.public_key, not both".into(),
+            );
+        }
+        (None, None) if environment == Environment::Production => {
+            return fail(
+                "auth.jwks_url",
+                "required in production (or auth.public_key)".into(),
+            );
+        }
+        _ => {}
+    }
+    if let Some(url) = &auth.jwks_url {
+        let ok = url.parse::<http::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
+        if !ok {
+            return fail("auth.jwks_url", format!("not an http(s) URL: {url:?}"));
+        }
+    }
+    if let Err(err) = auth.public_key_bytes() {
+        return fail("auth.public_key", err);
+    }
+    if auth.issuer.trim().is_empty() {
+        return fail("auth.issuer", "must not be empty".into());
+    }
+    if auth.audience.trim().is_empty() {
+        return fail("auth.audience", "must not be empty".into());
+    }
+    if auth.leeway > Duration::from_secs(300) {
+        return fail("auth.leeway", "must be at most 5 minutes".into());
+    }
+    if auth.revocation_timeout.is_zero() {
+        return fail(
+            "auth.revocation_timeout",
+            "must be greater than zero".into(),
+        );
+    }
+    if auth.jwks_refresh.is_zero() {
+        return fail("auth.jwks_refresh", "must be greater than zero".into());
+    }
+    if auth.jwks_min_refetch > auth.jwks_refresh {
+        return fail(
+            "auth.jwks_min_refetch",
+            "must not be longer than auth.jwks_refresh".into(),
         );
     }
     Ok(())
@@ -462,6 +752,41 @@ mod tests {
         let shown = format!("{url:?}");
         assert!(!shown.contains("topsecret"), "{shown}");
         assert!(format!("{:?}", Secret::new("topsecret")).contains("***"));
+    }
+
+    #[test]
+    fn ed25519_public_keys_are_read_in_every_accepted_form() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let raw: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+        let mut der = ED25519_SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&raw);
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(&der)
+        );
+        let jwk = format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{}"}}"#,
+            URL_SAFE_NO_PAD.encode(raw)
+        );
+        for text in [
+            STANDARD.encode(raw),
+            URL_SAFE_NO_PAD.encode(raw),
+            STANDARD.encode(&der),
+            pem,
+            jwk,
+        ] {
+            assert_eq!(parse_ed25519_public_key(&text), Ok(raw), "{text}");
+        }
+        for bad in [
+            "",
+            "not base64!",
+            &STANDARD.encode([1u8; 31]),
+            r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        ] {
+            assert!(parse_ed25519_public_key(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

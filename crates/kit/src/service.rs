@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use futures_util::future::BoxFuture;
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
@@ -74,6 +74,9 @@ pub struct Parts<A> {
     pub shutdown: CancellationToken,
     /// Background tasks: awaited (within the grace period) before the process exits.
     pub tasks: TaskTracker,
+    /// Values the `start` hook hands on to `routes` (which runs after it), keyed by type: e.g.
+    /// the broker's hub, fed by the Redis task `start` spawned.
+    pub extensions: Arc<std::sync::Mutex<::http::Extensions>>,
 }
 
 /// A service ready to serve: database migrated and populated, router assembled.
@@ -140,6 +143,7 @@ impl<A: AppSettings> Service<A> {
             db: pool,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            extensions: Arc::default(),
         }
     }
 
@@ -240,7 +244,17 @@ impl App {
         signal: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
-        let server = axum::serve(listener, self.router)
+        // Small writes (websocket frames above all) leave at once instead of waiting for the
+        // peer's delayed ACK (Nagle's algorithm adds up to 40 ms per frame otherwise).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        });
+        // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (rate limits per
+        // client address, audit logs).
+        let router = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, router)
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .into_future();
         let mut server = tokio::spawn(server);

@@ -7,9 +7,12 @@
 
 mod app;
 mod db;
+pub mod proxy;
+pub mod tokens;
 
 pub use app::{TestApp, json, workspace_root};
 pub use db::TestDb;
+pub use proxy::FaultProxy;
 
 /// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`. Tests wait for
 /// asynchronous effects with this, never with fixed sleeps.

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod populate;
 pub mod store;
@@ -26,7 +27,7 @@ pub fn service() -> kit::Service<config::Config> {
         migrator: Some(&MIGRATOR),
         routes: http::router,
         populate: Some(populate::load),
-        start: None,
-        commands: None,
+        start: Some(events::start),
+        commands: Some(events::commands()),
     }
 }

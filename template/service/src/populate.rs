@@ -70,13 +70,13 @@ pub fn load<'a>(
         let mut users = Keys::new("user");
         for source in &sources {
             for user in &source.doc.users {
-                let seed = store::SeedUser {
+                let seed = identity::users::NewUser {
                     uuid: user.id.value,
                     email: &user.email,
                     name: &user.name,
                     roles: &user.roles,
                 };
-                let (local_id, created) = store::get_or_create_user(conn, &seed)
+                let (local_id, created) = identity::users::get_or_create(conn, &seed)
                     .await
                     .map_err(|err| source.database_error(user.id.line(), err))?;
                 users.define(user.id.value, local_id, source, user.id.line())?;

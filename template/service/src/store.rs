@@ -1,4 +1,5 @@
 //! Queries. Rows reference users by the local key; everything returned carries UUIDs only.
+//! The users table itself is `identity::users`' (created on first sight, kept from events).
 
 use chrono::{DateTime, Utc};
 use kit::PageRequest;
@@ -26,12 +27,22 @@ impl NoteRow {
     }
 }
 
-/// The local key of a live user.
-pub async fn user_id(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT id FROM users WHERE uuid = $1 AND deleted_at IS NULL")
-        .bind(uuid)
-        .fetch_optional(db)
-        .await
+/// Which notes a lookup may find: a user's own, or (admins) every one. A note outside it is
+/// "not found", so ids of other users' notes do not leak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Notes of this owner (local user key).
+    Owner(i64),
+    Any,
+}
+
+impl Access {
+    fn owner_id(self) -> Option<i64> {
+        match self {
+            Access::Owner(id) => Some(id),
+            Access::Any => None,
+        }
+    }
 }
 
 /// One page of live notes (of one owner, when given), newest first.
@@ -72,13 +83,19 @@ const LIST_ALL_NOTES: &str =
      ORDER BY n.created_at DESC, n.uuid DESC
      LIMIT $4";
 
-pub async fn find_note(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Result<Option<NoteRow>> {
+pub async fn find_note(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+    access: Access,
+) -> sqlx::Result<Option<NoteRow>> {
     sqlx::query_as::<_, NoteRow>(
         "SELECT n.uuid, u.uuid AS owner, n.title, n.body, n.created_at, n.updated_at
          FROM notes n JOIN users u ON u.id = n.owner_id
-         WHERE n.uuid = $1 AND n.deleted_at IS NULL",
+         WHERE n.uuid = $1 AND n.deleted_at IS NULL
+           AND ($2::bigint IS NULL OR n.owner_id = $2)",
     )
     .bind(uuid)
+    .bind(access.owner_id())
     .fetch_optional(db)
     .await
 }
@@ -112,6 +129,7 @@ pub async fn insert_note(db: &mut PgConnection, note: &NewNote<'_>) -> sqlx::Res
 pub async fn update_note(
     db: &PgPool,
     uuid: Uuid,
+    access: Access,
     title: Option<&NoteTitle>,
     body: Option<&NoteBody>,
 ) -> sqlx::Result<Option<NoteRow>> {
@@ -119,7 +137,7 @@ pub async fn update_note(
         "WITH updated AS (
              UPDATE notes
              SET title = COALESCE($2, title), body = COALESCE($3, body), updated_at = now()
-             WHERE uuid = $1 AND deleted_at IS NULL
+             WHERE uuid = $1 AND deleted_at IS NULL AND ($4::bigint IS NULL OR owner_id = $4)
              RETURNING *
          )
          SELECT n.uuid, u.uuid AS owner, n.title, n.body, n.created_at, n.updated_at
@@ -128,50 +146,20 @@ pub async fn update_note(
     .bind(uuid)
     .bind(title.map(NoteTitle::as_str))
     .bind(body.map(NoteBody::as_str))
+    .bind(access.owner_id())
     .fetch_optional(db)
     .await
 }
 
 /// Marks a live note deleted; `false` when there was none.
-pub async fn soft_delete_note(db: &PgPool, uuid: Uuid) -> sqlx::Result<bool> {
+pub async fn soft_delete_note(db: &PgPool, uuid: Uuid, access: Access) -> sqlx::Result<bool> {
     let result = sqlx::query(
-        "UPDATE notes SET deleted_at = now(), updated_at = now() WHERE uuid = $1 AND deleted_at IS NULL",
+        "UPDATE notes SET deleted_at = now(), updated_at = now()
+         WHERE uuid = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR owner_id = $2)",
     )
     .bind(uuid)
+    .bind(access.owner_id())
     .execute(db)
     .await?;
     Ok(result.rows_affected() == 1)
-}
-
-pub struct SeedUser<'a> {
-    pub uuid: Uuid,
-    pub email: &'a str,
-    pub name: &'a str,
-    pub roles: &'a [String],
-}
-
-/// Get-or-create a user by UUID: returns its local key and whether it was created.
-pub async fn get_or_create_user(
-    db: &mut PgConnection,
-    user: &SeedUser<'_>,
-) -> sqlx::Result<(i64, bool)> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO users (uuid, email, name, roles) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (uuid) DO NOTHING
-         RETURNING id",
-    )
-    .bind(user.uuid)
-    .bind(user.email)
-    .bind(user.name)
-    .bind(user.roles)
-    .fetch_optional(&mut *db)
-    .await?;
-    match inserted {
-        Some(id) => Ok((id, true)),
-        None => sqlx::query_scalar("SELECT id FROM users WHERE uuid = $1")
-            .bind(user.uuid)
-            .fetch_one(db)
-            .await
-            .map(|id| (id, false)),
-    }
 }

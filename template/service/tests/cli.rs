@@ -31,6 +31,17 @@ fn bad_settings_exit_2_naming_the_key() {
         ("TEMPLATE__LOG__LEVEL", "info,[[[", "log.level"),
         ("TEMPLATE__HTTP__PROT", "1", "prot"),
         ("TEMPLATE__APP__MAX_BODY_CHARS", "-1", "app.max_body_chars"),
+        ("TEMPLATE__AUTH__PUBLIC_KEY", "not-a-key", "auth.public_key"),
+        (
+            "TEMPLATE__AUTH__JWKS_URL",
+            "ftp://auth/keys",
+            "auth.jwks_url",
+        ),
+        (
+            "TEMPLATE__AUTH__REVOCATION_CHECK",
+            "sometimes",
+            "auth.revocation_check",
+        ),
     ];
     for (key, value, named) in cases {
         let (output, _, stderr) = run(binary().arg("check").env(key, value));
@@ -174,6 +185,7 @@ async fn serves_demo_data_and_exits_0_on_sigterm() {
         .env("TEMPLATE__DATABASE__URL", db.url())
         .env("TEMPLATE__HTTP__PORT", "0")
         .env("TEMPLATE__POPULATE__SCENARIO", "demo")
+        .env("TEMPLATE__AUTH__PUBLIC_KEY", testkit::tokens::public_key())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -203,8 +215,10 @@ async fn serves_demo_data_and_exits_0_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let admin = testkit::tokens::user(uuid::Uuid::now_v7()).admin().mint();
     let notes: serde_json::Value = client
-        .get(format!("{address}/api/template/v1/notes"))
+        .get(format!("{address}/api/template/v1/notes?owner=all"))
+        .bearer_auth(admin)
         .send()
         .await
         .unwrap()

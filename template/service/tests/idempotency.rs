@@ -1,21 +1,20 @@
 //! `Idempotency-Key` on POST /notes: retries are safe, reuse with another body is refused.
 
+mod common;
+
+use common::{BOB, bob, cleo, demo_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{TestApp, json};
 
-const BOB: &str = "0193a000-0000-7000-8000-000000000002";
-
-async fn demo_app() -> TestApp {
-    TestApp::spawn_with(template::service(), |s| {
-        s.populate.scenario = Some("demo".into())
-    })
-    .await
+/// POST /notes as Bob with an Idempotency-Key.
+async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    post_as(app, &bob().mint(), key, body).await
 }
 
-async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/template/v1/notes"))
+async fn post_as(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
+    app.with_token(token)
+        .request(reqwest::Method::POST, "/api/template/v1/notes")
         .header("idempotency-key", key)
         .json(body)
         .send()
@@ -33,21 +32,19 @@ async fn count_notes(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn a_retry_with_the_same_key_returns_the_first_note() {
     let app = demo_app().await;
-    let body = json!({"owner": BOB, "title": "Pay the flour supplier"});
+    let body = json!({"title": "Pay the flour supplier"});
     let first = post(&app, "retry-1", &body).await;
     assert_eq!(first.status(), StatusCode::CREATED);
     let location = first.headers()["location"].to_str().unwrap().to_owned();
     let first: Value = json(first).await;
 
-    // Same request again (key order and spacing do not matter).
+    // Same request again (spacing does not matter).
     let again = app
-        .client
-        .post(app.url("/api/template/v1/notes"))
+        .with_token(&bob().mint())
+        .request(reqwest::Method::POST, "/api/template/v1/notes")
         .header("idempotency-key", "retry-1")
         .header("content-type", "application/json")
-        .body(format!(
-            "{{ \"title\": \"Pay the flour supplier\",  \"owner\": \"{BOB}\" }}"
-        ))
+        .body("{ \"title\":   \"Pay the flour supplier\" }")
         .send()
         .await
         .unwrap();
@@ -60,7 +57,8 @@ async fn a_retry_with_the_same_key_returns_the_first_note() {
 
     // Without a key, or with another key, it is a new note.
     assert_eq!(
-        app.post_json("/api/template/v1/notes", &body)
+        app.with_token(&bob().mint())
+            .post_json("/api/template/v1/notes", &body)
             .await
             .status(),
         StatusCode::CREATED
@@ -75,9 +73,9 @@ async fn a_retry_with_the_same_key_returns_the_first_note() {
 #[tokio::test]
 async fn reusing_a_key_for_another_request_is_refused() {
     let app = demo_app().await;
-    let created = post(&app, "k", &json!({"owner": BOB, "title": "one"})).await;
+    let created = post(&app, "k", &json!({"title": "one"})).await;
     assert_eq!(created.status(), StatusCode::CREATED);
-    let reused = post(&app, "k", &json!({"owner": BOB, "title": "two"})).await;
+    let reused = post(&app, "k", &json!({"title": "two"})).await;
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = json(reused).await;
     assert_eq!(problem["code"], "idempotency_key_reused");
@@ -87,10 +85,10 @@ async fn reusing_a_key_for_another_request_is_refused() {
 #[tokio::test]
 async fn a_failed_request_leaves_the_key_free_for_the_retry() {
     let app = demo_app().await;
-    let invalid = post(&app, "fix-and-retry", &json!({"owner": BOB, "title": " "})).await;
+    let invalid = post(&app, "fix-and-retry", &json!({"title": " "})).await;
     assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // The same key with the same (still invalid) body is evaluated again, not replayed.
-    let again = post(&app, "fix-and-retry", &json!({"owner": BOB, "title": " "})).await;
+    let again = post(&app, "fix-and-retry", &json!({"title": " "})).await;
     assert_eq!(again.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(again.headers().get("idempotent-replayed").is_none());
 }
@@ -102,19 +100,17 @@ async fn a_key_still_in_flight_is_a_409() {
     // Hold the key's lock the way a running request does.
     let mut holder = app.db.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("notes.create\u{1f}{key}"))
+        .bind(format!("notes.create:{BOB}\u{1f}{key}"))
         .execute(&mut *holder)
         .await
         .unwrap();
-    let busy = post(&app, key, &json!({"owner": BOB, "title": "x"})).await;
+    let busy = post(&app, key, &json!({"title": "x"})).await;
     assert_eq!(busy.status(), StatusCode::CONFLICT);
     let problem: Value = json(busy).await;
     assert_eq!(problem["code"], "idempotency_key_in_use");
     holder.rollback().await.unwrap();
     assert_eq!(
-        post(&app, key, &json!({"owner": BOB, "title": "x"}))
-            .await
-            .status(),
+        post(&app, key, &json!({"title": "x"})).await.status(),
         StatusCode::CREATED
     );
 }
@@ -122,7 +118,7 @@ async fn a_key_still_in_flight_is_a_409() {
 #[tokio::test]
 async fn concurrent_duplicates_create_one_note() {
     let app = demo_app().await;
-    let body = json!({"owner": BOB, "title": "double click"});
+    let body = json!({"title": "double click"});
     let responses =
         futures_util::future::join_all((0..8).map(|_| post(&app, "double-click", &body))).await;
     let statuses: Vec<StatusCode> = responses.iter().map(|r| r.status()).collect();
@@ -143,8 +139,25 @@ async fn concurrent_duplicates_create_one_note() {
 #[tokio::test]
 async fn malformed_keys_are_rejected() {
     let app = demo_app().await;
-    let response = post(&app, &"k".repeat(256), &json!({"owner": BOB, "title": "x"})).await;
+    let response = post(&app, &"k".repeat(256), &json!({"title": "x"})).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let problem: Value = json(response).await;
     assert_eq!(problem["code"], "invalid_idempotency_key");
+}
+
+#[tokio::test]
+async fn keys_belong_to_the_caller() {
+    let app = demo_app().await;
+    let body = json!({"title": "Same key, same body"});
+    let bobs = post(&app, "shared-key", &body).await;
+    assert_eq!(bobs.status(), StatusCode::CREATED);
+    let bobs: Value = json(bobs).await;
+    // Cleo picking the same key gets a note of her own, not a replay of Bob's.
+    let cleos = post_as(&app, &cleo().mint(), "shared-key", &body).await;
+    assert_eq!(cleos.status(), StatusCode::CREATED);
+    assert!(cleos.headers().get("idempotent-replayed").is_none());
+    let cleos: Value = json(cleos).await;
+    assert_ne!(cleos["id"], bobs["id"]);
+    assert_eq!(cleos["owner"], common::CLEO);
+    assert_eq!(count_notes(&app).await, 6);
 }

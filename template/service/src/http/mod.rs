@@ -4,6 +4,8 @@ mod notes;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
+use identity::Identity;
 use kit::{Parts, Settings};
 use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,6 +17,15 @@ use crate::config::Config;
 pub struct AppState {
     pub db: PgPool,
     pub settings: Arc<Settings<Config>>,
+    /// Token verification, revocation and the local users: what `identity::CurrentUser`
+    /// and the other identity extractors need.
+    pub identity: Identity,
+}
+
+impl FromRef<AppState> for Identity {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.clone()
+    }
 }
 
 /// Every route under `/api/template/v1`, with the state applied.
@@ -22,6 +33,7 @@ pub fn router(parts: &Parts<Config>) -> OpenApiRouter {
     let state = AppState {
         db: parts.db.clone(),
         settings: parts.settings.clone(),
+        identity: Identity::from_parts(parts),
     };
     OpenApiRouter::new()
         .nest("/api/template/v1", notes::router())

@@ -1,14 +1,18 @@
 //! `/notes`: notes owned by users. Handlers stay thin: parse into domain types, call the
 //! store, answer.
+//!
+//! Every route needs a bearer token ([`CurrentUser`]). A user sees and changes their own
+//! notes; an admin every note. Someone else's note is answered 404, as if it did not exist.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use identity::CurrentUser;
 use kit::idempotency::{self, Claim, Idempotent};
 use kit::{ApiError, ApiResult, FieldErrors, Json, Page, PageParams, Path, Query};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,7 +20,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{NoteBody, NoteTitle};
-use crate::store::{self, NoteKey, NoteRow};
+use crate::store::{self, Access, NoteKey, NoteRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,37 +56,78 @@ impl From<NoteRow> for Note {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NoteFilter {
-    /// Only notes of this user.
-    pub owner: Option<Uuid>,
+    /// Whose notes: yours when absent; another user's id or `all` for admins.
+    #[param(value_type = Option<String>, example = "all")]
+    pub owner: Option<OwnerFilter>,
 }
 
-/// List notes, newest first.
+/// `?owner=`: a user's id, or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerFilter {
+    All,
+    User(Uuid),
+}
+
+impl<'de> Deserialize<'de> for OwnerFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "all" {
+            return Ok(OwnerFilter::All);
+        }
+        Uuid::parse_str(&text)
+            .map(OwnerFilter::User)
+            .map_err(|_| serde::de::Error::custom("must be a user id or `all`"))
+    }
+}
+
+/// Admins reach every note; anyone else only their own.
+fn access(user: &CurrentUser) -> Access {
+    if user.is_admin() {
+        Access::Any
+    } else {
+        Access::Owner(user.id)
+    }
+}
+
+/// List your notes (admins: anyone's, or all), newest first.
 #[utoipa::path(
     get, path = "/notes", tag = "notes",
     params(NoteFilter, PageParams),
     responses(
         (status = 200, body = Page<Note>),
+        (status = 401, description = "Missing or invalid bearer token", body = kit::Problem),
+        (status = 403, description = "Another user's notes, and not an admin", body = kit::Problem),
         (status = 422, description = "Invalid limit or cursor", body = kit::Problem),
     )
 )]
 async fn list_notes(
     State(state): State<AppState>,
+    user: CurrentUser,
     Query(filter): Query<NoteFilter>,
     Query(paging): Query<PageParams>,
 ) -> ApiResult<Json<Page<Note>>> {
     let page = paging.parse::<NoteKey>()?;
     let owner_id = match filter.owner {
-        None => None,
-        Some(owner) => match store::user_id(&state.db, owner).await? {
-            Some(id) => Some(id),
-            // An unknown owner has no notes.
-            None => {
-                return Ok(Json(Page {
-                    items: Vec::new(),
-                    next_cursor: None,
-                }));
+        None => Some(user.id),
+        Some(OwnerFilter::User(owner)) if owner == user.uuid => Some(user.id),
+        Some(other) => {
+            user.require_role(identity::ADMIN_ROLE)?;
+            match other {
+                OwnerFilter::All => None,
+                OwnerFilter::User(owner) => {
+                    match identity::users::local_id(&state.db, owner).await? {
+                        Some(id) => Some(id),
+                        // A user never seen here has no notes.
+                        None => {
+                            return Ok(Json(Page {
+                                items: Vec::new(),
+                                next_cursor: None,
+                            }));
+                        }
+                    }
+                }
             }
-        },
+        }
     };
     let rows = store::list_notes(&state.db, owner_id, &page).await?;
     Ok(Json(Page::from_rows(rows, &page, NoteRow::key, Note::from)))
@@ -91,14 +136,13 @@ async fn list_notes(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNote {
-    pub owner: Uuid,
     pub title: String,
     #[serde(default)]
     pub body: String,
 }
 
-/// Create a note. With an `Idempotency-Key`, a retry of the same request returns the
-/// same note instead of creating another.
+/// Create a note owned by the caller. With an `Idempotency-Key`, a retry of the same request
+/// returns the same note instead of creating another.
 #[utoipa::path(
     post, path = "/notes", tag = "notes",
     request_body = CreateNote,
@@ -106,15 +150,19 @@ pub struct CreateNote {
     responses(
         (status = 201, body = Note),
         (status = 400, description = "Malformed JSON", body = kit::Problem),
+        (status = 401, description = "Missing or invalid bearer token", body = kit::Problem),
         (status = 409, description = "Same key still being processed", body = kit::Problem),
-        (status = 422, description = "Invalid fields, unknown owner, or key reused", body = kit::Problem),
+        (status = 422, description = "Invalid fields, or key reused", body = kit::Problem),
     )
 )]
 async fn create_note(
     State(state): State<AppState>,
+    user: CurrentUser,
     request: Idempotent<CreateNote>,
 ) -> ApiResult<Response> {
-    let (mut tx, input, key) = match request.claim(&state.db, "notes.create").await? {
+    // Keys are per caller: two users choosing the same key never see each other's notes.
+    let scope = format!("notes.create:{}", user.uuid);
+    let (mut tx, input, key) = match request.claim(&state.db, &scope).await? {
         Claim::Replay(stored) => return Ok(stored),
         Claim::Fresh { tx, body, key } => (tx, body, key),
     };
@@ -124,25 +172,28 @@ async fn create_note(
         "body",
         NoteBody::parse(&input.body, state.settings.app.max_body_chars),
     );
-    let owner_id = store::user_id(&mut *tx, input.owner).await?;
-    if owner_id.is_none() {
-        errors.add("owner", "is not a known user");
-    }
-    let (Some(title), Some(body), Some(owner_id)) = (title, body, owner_id) else {
+    let (Some(title), Some(body)) = (title, body) else {
         return Err(errors.into());
     };
     let uuid = Uuid::now_v7();
     let new = store::NewNote {
         uuid,
-        owner_id,
+        owner_id: user.id,
         title: &title,
         body: &body,
         created_at: Utc::now(),
     };
     store::insert_note(&mut tx, &new).await?;
-    let row = store::find_note(&mut *tx, uuid)
+    let row = store::find_note(&mut *tx, uuid, Access::Any)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("note {uuid} vanished after insert")))?;
+    let created = crate::events::NoteCreated {
+        note: uuid,
+        owner: row.owner,
+        title: row.title.clone(),
+        created_at: row.created_at,
+    };
+    bus::enqueue_as(&mut tx, &created, user.uuid).await?;
     tracing::info!(note = %uuid, "note created");
     let location = format!("/api/template/v1/notes/{uuid}");
     let response = (
@@ -158,10 +209,18 @@ async fn create_note(
 #[utoipa::path(
     get, path = "/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = Note), (status = 404, body = kit::Problem))
+    responses(
+        (status = 200, body = Note),
+        (status = 401, body = kit::Problem),
+        (status = 404, description = "No such note, or not yours", body = kit::Problem),
+    )
 )]
-async fn get_note(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<Note>> {
-    let row = store::find_note(&state.db, id)
+async fn get_note(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Note>> {
+    let row = store::find_note(&state.db, id, access(&user))
         .await?
         .ok_or_else(|| ApiError::not_found("note"))?;
     Ok(Json(row.into()))
@@ -181,12 +240,14 @@ pub struct UpdateNote {
     request_body = UpdateNote,
     responses(
         (status = 200, body = Note),
-        (status = 404, body = kit::Problem),
+        (status = 401, body = kit::Problem),
+        (status = 404, description = "No such note, or not yours", body = kit::Problem),
         (status = 422, body = kit::Problem),
     )
 )]
 async fn update_note(
     State(state): State<AppState>,
+    user: CurrentUser,
     Path(id): Path<Uuid>,
     Json(input): Json<UpdateNote>,
 ) -> ApiResult<Json<Note>> {
@@ -201,7 +262,7 @@ async fn update_note(
         .transpose();
     let body = errors.take("body", body).flatten();
     errors.into_result()?;
-    let row = store::update_note(&state.db, id, title.as_ref(), body.as_ref())
+    let row = store::update_note(&state.db, id, access(&user), title.as_ref(), body.as_ref())
         .await?
         .ok_or_else(|| ApiError::not_found("note"))?;
     Ok(Json(row.into()))
@@ -211,10 +272,18 @@ async fn update_note(
 #[utoipa::path(
     delete, path = "/notes/{id}", tag = "notes",
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 404, body = kit::Problem))
+    responses(
+        (status = 204),
+        (status = 401, body = kit::Problem),
+        (status = 404, description = "No such note, or not yours", body = kit::Problem),
+    )
 )]
-async fn delete_note(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
-    if store::soft_delete_note(&state.db, id).await? {
+async fn delete_note(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    if store::soft_delete_note(&state.db, id, access(&user)).await? {
         tracing::info!(note = %id, "note deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

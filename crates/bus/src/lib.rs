@@ -1,0 +1,154 @@
+//! Events between services: CloudEvents over RabbitMQ, with a transactional outbox on the
+//! producing side and exactly-once handling (an inbox) on the consuming side. No event is
+//! lost, none is applied twice, and no message can stop a consumer: what cannot be handled is
+//! parked with its reason, for an operator to look at and replay.
+//!
+//! A service wires it in its `src/events.rs` (see the template's):
+//!
+//! ```ignore
+//! pub fn start(parts: &Parts<Config>) -> BoxFuture<'_, anyhow::Result<Vec<Arc<dyn Check>>>> {
+//!     Box::pin(bus::start(parts, Some(consumers())))
+//! }
+//! pub fn commands() -> kit::Commands<Config> {
+//!     kit::Commands { define: bus::ops::define, run: bus::ops::run }
+//! }
+//! // lib.rs: start: Some(events::start), commands: Some(events::commands())
+//! ```
+//!
+//! and publishes from any transaction: `bus::outbox::enqueue(&mut tx, &event).await?`.
+//!
+//! - [`envelope`]: the CloudEvents 1.0 JSON envelope.
+//! - [`topology`]: exchange and queue names (`<prefix>.events`, `<prefix>.<service>`,
+//!   retry queues, `<prefix>.<service>.parking`).
+//! - [`outbox`]: `enqueue` and the relay.
+//! - [`consumer`]: typed handlers, inbox, retries, parking.
+//! - [`ops`]: the `events parked | replay | outbox` subcommands.
+//! - [`testing`]: helpers for tests (watch what is published, publish raw bytes, clean up).
+//!
+//! Metrics (Prometheus, via kit's recorder): `bus_events_published_total{type}`,
+//! `bus_events_consumed_total{type,outcome}`, `bus_events_retried_total{type}`,
+//! `bus_events_parked_total{type,reason}`, `bus_handler_duration_seconds{type}`,
+//! `bus_outbox_pending_events`, `bus_outbox_oldest_pending_seconds`,
+//! `bus_connected{component}`. See `docs/events.md`.
+
+pub mod connection;
+pub mod consumer;
+pub mod envelope;
+pub mod ops;
+pub mod outbox;
+pub mod testing;
+pub mod topology;
+
+use std::sync::Arc;
+
+use kit::config::AmqpSettings;
+use kit::health::Check;
+use kit::{Parts, SecretUrl};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use connection::{BusCheck, Status};
+pub use consumer::{Consumer, ConsumerConfig, Consumers, Received, Tx};
+pub use envelope::CloudEvent;
+pub use outbox::{Relay, RelayConfig, enqueue, enqueue_as};
+pub use topology::Topology;
+
+/// One service's bus: its settings, database and connection status.
+#[derive(Clone)]
+pub struct Bus {
+    service: String,
+    url: SecretUrl,
+    settings: AmqpSettings,
+    pool: PgPool,
+    status: Arc<Status>,
+}
+
+impl Bus {
+    /// `None` when `settings.url` is not set.
+    pub fn new(service: &str, settings: &AmqpSettings, pool: PgPool) -> Option<Bus> {
+        Some(Bus {
+            service: service.to_owned(),
+            url: settings.url.clone()?,
+            settings: settings.clone(),
+            pool,
+            status: Arc::new(Status::default()),
+        })
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::from_settings(&self.service, &self.settings)
+    }
+
+    pub fn url(&self) -> &SecretUrl {
+        &self.url
+    }
+
+    /// The outbox relay (run it with [`Relay::run`]).
+    pub fn relay(&self) -> Relay {
+        Relay::new(
+            RelayConfig {
+                url: self.url.clone(),
+                exchange: self.topology().exchange(),
+                service: self.service.clone(),
+                batch: self.settings.outbox_batch,
+                poll: self.settings.outbox_poll,
+                retention: self.settings.outbox_retention,
+                inbox_retention: self.settings.inbox_retention,
+                reconnect_max_delay: self.settings.reconnect_max_delay,
+            },
+            self.pool.clone(),
+            self.status.clone(),
+        )
+    }
+
+    /// The consumer running `consumers` (run it with [`Consumer::run`]).
+    pub fn consumer(&self, consumers: Consumers) -> Consumer {
+        Consumer::new(
+            ConsumerConfig {
+                url: self.url.clone(),
+                topology: self.topology(),
+                prefetch: self.settings.prefetch,
+                concurrency: self.settings.concurrency,
+                handler_timeout: self.settings.handler_timeout,
+                reconnect_max_delay: self.settings.reconnect_max_delay,
+            },
+            self.pool.clone(),
+            consumers,
+            self.status.clone(),
+        )
+    }
+
+    /// The `bus` readiness check: down while the relay or the consumer is disconnected.
+    pub fn check(&self) -> Arc<dyn Check> {
+        Arc::new(BusCheck(self.status.clone()))
+    }
+
+    /// Spawns the relay (and the consumer, when there are handlers) on `tasks`, stopping on
+    /// `shutdown`.
+    pub fn spawn(
+        &self,
+        consumers: Option<Consumers>,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        tasks.spawn(self.relay().run(shutdown.clone()));
+        if let Some(consumers) = consumers.filter(|c| !c.is_empty()) {
+            tasks.spawn(self.consumer(consumers).run(shutdown.clone()));
+        }
+    }
+}
+
+/// For a service's `start` hook: starts the outbox relay and, with handlers, the consumer, on
+/// the service's task tracker; returns the `bus` readiness check. Without `amqp.url` the
+/// service runs without a bus: events wait in the outbox and nothing is consumed.
+pub async fn start<A>(
+    parts: &Parts<A>,
+    consumers: Option<Consumers>,
+) -> anyhow::Result<Vec<Arc<dyn Check>>> {
+    let Some(bus) = Bus::new(parts.name, &parts.settings.amqp, parts.db.clone()) else {
+        tracing::warn!("amqp.url is not set: events stay in the outbox and no consumer runs");
+        return Ok(Vec::new());
+    };
+    bus.spawn(consumers, &parts.tasks, &parts.shutdown);
+    Ok(vec![bus.check()])
+}

@@ -1,0 +1,193 @@
+//! What the bus tests share: a fresh database with the template's migrations (which every
+//! service copies, outbox and inbox included), a unique prefix, a test event, and clean-up.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Bus, Consumers, Received, Tx};
+use futures_util::future::BoxFuture;
+use kit::config::AmqpSettings;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use testkit::TestDb;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// The migrations every service has.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../template/service/migrations");
+
+/// The payload the tests publish and consume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemCreated {
+    pub item: Uuid,
+    pub n: u32,
+}
+
+impl contracts::Event for ItemCreated {
+    const TYPE: &'static str = "shop.item.created";
+    const DATAVERSION: u32 = 1;
+    fn subject(&self) -> Option<Uuid> {
+        Some(self.item)
+    }
+}
+
+pub struct Env {
+    pub db: TestDb,
+    pub pool: PgPool,
+    pub settings: AmqpSettings,
+    pub url: String,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    services: Vec<String>,
+    finished: bool,
+}
+
+impl Env {
+    /// A fresh database (migrated, with an `applied` table for handler effects) and a unique
+    /// prefix on the local RabbitMQ.
+    pub async fn new() -> Env {
+        init_logs();
+        let db = TestDb::create().await;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&db.url())
+            .await
+            .expect("connect to the test database");
+        MIGRATOR.run(&pool).await.expect("migrations");
+        // No unique key on purpose: an effect applied twice shows up as two rows.
+        sqlx::query("CREATE TABLE applied (event_id uuid NOT NULL, n integer NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("create applied");
+        let settings = bus::testing::settings();
+        Env {
+            db,
+            pool,
+            url: bus::testing::amqp_url(),
+            settings,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            services: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// A bus for `service` on this test's prefix and database (queues deleted by `finish`).
+    pub fn bus(&mut self, service: &str) -> Bus {
+        self.bus_with(service, |_| {})
+    }
+
+    pub fn bus_with(&mut self, service: &str, adjust: impl FnOnce(&mut AmqpSettings)) -> Bus {
+        self.services.push(service.to_owned());
+        let mut settings = self.settings.clone();
+        adjust(&mut settings);
+        Bus::new(service, &settings, self.pool.clone()).expect("the test settings have a URL")
+    }
+
+    /// Commits `count` events, `per_tx` per transaction; returns their ids.
+    pub async fn enqueue(&self, first: u32, count: u32, per_tx: u32) -> Vec<Uuid> {
+        let mut ids = Vec::new();
+        let mut n = first;
+        while n < first + count {
+            let mut tx = self.pool.begin().await.expect("begin");
+            for _ in 0..per_tx.min(first + count - n) {
+                let event = ItemCreated {
+                    item: Uuid::now_v7(),
+                    n,
+                };
+                ids.push(bus::enqueue(&mut tx, &event).await.expect("enqueue"));
+                n += 1;
+            }
+            tx.commit().await.expect("commit");
+        }
+        ids
+    }
+
+    pub async fn applied(&self) -> (i64, i64) {
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM applied")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count applied")
+    }
+
+    pub async fn pending(&self) -> i64 {
+        bus::outbox::lag(&self.pool).await.expect("lag").pending
+    }
+
+    /// Stops the background tasks and deletes this test's exchange and queues.
+    pub async fn finish(mut self) {
+        self.finished = true;
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        let services: Vec<&str> = self.services.iter().map(String::as_str).collect();
+        bus::testing::cleanup(&self.url, &self.settings, &services).await;
+        self.pool.close().await;
+    }
+}
+
+impl Drop for Env {
+    /// A test that failed before `finish` still removes its exchange and queues.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.shutdown.cancel();
+        let (url, settings) = (self.url.clone(), self.settings.clone());
+        let services = self.services.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let services: Vec<&str> = services.iter().map(String::as_str).collect();
+            runtime.block_on(bus::testing::cleanup(&url, &settings, &services));
+            Some(())
+        })
+        .join();
+    }
+}
+
+/// Handlers that record each applied event in `applied`; `fail_n` always fails unless `fixed`.
+pub fn recording_consumers(
+    runs: Arc<std::sync::atomic::AtomicU64>,
+    fail_n: Option<u32>,
+    fixed: Arc<std::sync::atomic::AtomicBool>,
+) -> Consumers {
+    Consumers::new().on::<ItemCreated, _>(move |tx: &mut Tx, event: Received<ItemCreated>| {
+        let runs = runs.clone();
+        let fixed = fixed.clone();
+        Box::pin(async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if Some(event.data.n) == fail_n && !fixed.load(std::sync::atomic::Ordering::SeqCst) {
+                anyhow::bail!("item {} is cursed", event.data.n);
+            }
+            sqlx::query("INSERT INTO applied (event_id, n) VALUES ($1, $2)")
+                .bind(event.id)
+                .bind(i32::try_from(event.data.n)?)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }) as BoxFuture<'_, anyhow::Result<()>>
+    })
+}
+
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let log = kit::config::LogSettings {
+            format: kit::config::LogFormat::Pretty,
+            level: "warn".into(),
+        };
+        // Kept for the whole test process (also installs the metrics recorder).
+        std::mem::forget(kit::telemetry::init(
+            "test",
+            "test",
+            &log,
+            &Default::default(),
+        ));
+    });
+}

@@ -1,0 +1,122 @@
+//! Events published by the auth service. Every service keeps a small local copy of the users
+//! it needs (the *simple user* table: UUID, email, name, roles, active flag) and keeps it
+//! current from these.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Event;
+
+/// A user signed up (or was created by an administrator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user: Uuid,
+    pub email: String,
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Event for UserRegistered {
+    const TYPE: &'static str = "auth.user.registered";
+    const DATAVERSION: u32 = 1;
+    fn subject(&self) -> Option<Uuid> {
+        Some(self.user)
+    }
+}
+
+/// A user's profile, roles or active flag changed; carries the complete new state so that
+/// consumers can overwrite their copy (and ignore updates older than the one they have).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    pub user: Uuid,
+    pub email: String,
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub is_active: bool,
+}
+
+impl Event for UserUpdated {
+    const TYPE: &'static str = "auth.user.updated";
+    const DATAVERSION: u32 = 1;
+    fn subject(&self) -> Option<Uuid> {
+        Some(self.user)
+    }
+}
+
+/// A user was deleted; consumers soft-delete their copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    pub user: Uuid,
+}
+
+impl Event for UserDeleted {
+    const TYPE: &'static str = "auth.user.deleted";
+    const DATAVERSION: u32 = 1;
+    fn subject(&self) -> Option<Uuid> {
+        Some(self.user)
+    }
+}
+
+/// A deleted user was restored; consumers clear their copy's deletion mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRestored {
+    pub user: Uuid,
+}
+
+impl Event for UserRestored {
+    const TYPE: &'static str = "auth.user.restored";
+    const DATAVERSION: u32 = 1;
+    fn subject(&self) -> Option<Uuid> {
+        Some(self.user)
+    }
+}
+
+/// A user must confirm their email address (after signing up, or on request): the mail
+/// service sends `url` to `email`.
+///
+/// `token` is a secret (whoever has it verifies the address); it is single-use, expires at
+/// `expires_at`, and the auth service keeps only its hash. Consumers must not log it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailVerificationRequested {
+    pub user: Uuid,
+    pub email: String,
+    pub name: String,
+    pub token: String,
+    /// The link to send: the auth service's `app.verify_email_url` with the token filled in.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Event for EmailVerificationRequested {
+    const TYPE: &'static str = "auth.email.verification_requested";
+    const DATAVERSION: u32 = 1;
+    fn subject(&self) -> Option<Uuid> {
+        Some(self.user)
+    }
+}
+
+/// A user asked to reset their password: the mail service sends `url` to `email`. Published
+/// only for existing, active accounts (the HTTP answer is the same either way).
+///
+/// `token` is a secret, as in [`EmailVerificationRequested`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordResetRequested {
+    pub user: Uuid,
+    pub email: String,
+    pub name: String,
+    pub token: String,
+    /// The link to send: the auth service's `app.reset_password_url` with the token filled in.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Event for PasswordResetRequested {
+    const TYPE: &'static str = "auth.password.reset_requested";
+    const DATAVERSION: u32 = 1;
+    fn subject(&self) -> Option<Uuid> {
+        Some(self.user)
+    }
+}

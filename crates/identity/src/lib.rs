@@ -1,0 +1,142 @@
+//! Who is calling: the platform's one user crate.
+//!
+//! - [`Claims`]: what an access token says (user tokens and service tokens).
+//! - [`Verifier`]: checks a token — EdDSA (Ed25519) signature only, key from the auth
+//!   service's JWKS (cached, refetched on an unknown `kid` at most once per
+//!   `auth.jwks_min_refetch`) or a configured public key; `iss`, `aud`, `exp`/`nbf` with
+//!   `auth.leeway`.
+//! - [`revocation`]: ended sessions in Redis, checked on every authenticated request; the key
+//!   layout the auth service writes (with [`revocation::revoke_session`] and
+//!   [`revocation::revoke_subject_before`]).
+//! - Extractors: [`CurrentUser`], [`MaybeUser`] (or `Option<CurrentUser>`),
+//!   [`RequireRole<Admin>`](RequireRole), [`ServiceCaller`].
+//! - [`users`]: the service's local copy of users (created on first sight from token claims,
+//!   kept current from `auth.user.*` events).
+//! - [`keys`]: public keys, JWK/JWKS shapes, and the [`keys::SigningKey`] the auth service
+//!   signs with.
+//!
+//! `docs/identity.md` describes the token format, the rules and the Redis layout for people.
+//!
+//! # Wiring a service
+//!
+//! ```ignore
+//! #[derive(Clone)]
+//! pub struct AppState { pub db: PgPool, pub identity: identity::Identity }
+//!
+//! impl axum::extract::FromRef<AppState> for identity::Identity {
+//!     fn from_ref(state: &AppState) -> Self { state.identity.clone() }
+//! }
+//!
+//! pub fn router(parts: &kit::Parts<Config>) -> OpenApiRouter {
+//!     let state = AppState { db: parts.db.clone(), identity: identity::Identity::from_parts(parts) };
+//!     OpenApiRouter::new().nest("/api/x/v1", things::router()).with_state(state)
+//! }
+//!
+//! async fn list(State(s): State<AppState>, user: CurrentUser) -> ApiResult<...> {
+//!     // user.id is the local key; user.uuid the platform id; user.is_admin() ...
+//! }
+//! ```
+//!
+//! Settings come from kit's `auth` section (`kit::config::AuthSettings`) and `redis.url`.
+
+pub mod claims;
+pub mod events;
+mod error;
+mod extract;
+pub mod keys;
+pub mod revocation;
+pub mod users;
+mod verify;
+
+use std::sync::Arc;
+
+use kit::config::{AuthSettings, SecretUrl};
+use sqlx::PgPool;
+
+pub use claims::{ADMIN_ROLE, Claims, SERVICE_ROLE};
+pub use error::{AuthError, Invalid};
+pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role, ServiceCaller};
+pub use keys::{Jwk, JwkSet, PublicKey, SigningKey};
+pub use revocation::Revocations;
+pub use users::LocalUser;
+pub use verify::Verifier;
+
+/// Everything a service needs to authenticate requests: the verifier, the revocation check
+/// and the user store. Cheap to clone; put one in the router state.
+#[derive(Clone)]
+pub struct Identity(Arc<Inner>);
+
+struct Inner {
+    verifier: Verifier,
+    revocations: Option<Revocations>,
+    db: PgPool,
+}
+
+impl Identity {
+    /// From the `auth` settings, Redis (`None` = revocation is not checked) and the service's
+    /// database (its `users` table).
+    pub fn new(auth: &AuthSettings, redis: Option<&SecretUrl>, db: PgPool) -> anyhow::Result<Self> {
+        let verifier = Verifier::new(auth)?;
+        let revocations = redis
+            .map(|url| {
+                Revocations::new(url, auth.revocation_timeout, auth.revocation_check)
+                    .map(|r| r.with_prefix(auth.revocation_prefix.clone()))
+            })
+            .transpose()?;
+        Ok(Self::with_parts(verifier, revocations, db))
+    }
+
+    /// From a verifier and revocation check built by the caller.
+    pub fn with_parts(verifier: Verifier, revocations: Option<Revocations>, db: PgPool) -> Self {
+        Self(Arc::new(Inner {
+            verifier,
+            revocations,
+            db,
+        }))
+    }
+
+    /// From a service's shared parts (settings `auth` and `redis.url`, the database pool).
+    ///
+    /// kit validated the settings at start, so this does not fail in practice; if it still
+    /// cannot build (say, a TLS setup error), it logs why and every authenticated request is
+    /// answered 503, rather than the service running without authentication.
+    pub fn from_parts<A>(parts: &kit::Parts<A>) -> Self {
+        let settings = &parts.settings;
+        if settings.redis.url.is_none() {
+            tracing::warn!(
+                "redis.url is not set: revoked sessions are NOT refused by this service"
+            );
+        }
+        match Self::new(
+            &settings.auth,
+            settings.redis.url.as_ref(),
+            parts.db.clone(),
+        ) {
+            Ok(identity) => identity,
+            Err(err) => {
+                let reason = format!("{err:#}");
+                tracing::error!(error = %reason, "cannot set up token verification; refusing every token");
+                Self::with_parts(Verifier::unusable(reason), None, parts.db.clone())
+            }
+        }
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.0.verifier
+    }
+
+    /// Verifies `token` and checks that its session was not revoked.
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.0.verifier.verify(token).await?;
+        if let Some(revocations) = &self.0.revocations {
+            revocations.check(&claims).await?;
+        }
+        Ok(claims)
+    }
+
+    /// The local user row for a verified user token (created on first sight, kept current).
+    pub async fn sync_user(&self, claims: &Claims) -> sqlx::Result<LocalUser> {
+        let mut conn = self.0.db.acquire().await?;
+        users::upsert_from_claims(&mut conn, claims).await
+    }
+}
