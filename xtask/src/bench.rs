@@ -49,6 +49,9 @@ fn print_rows(rows: &[Row]) -> bool {
 
 /// Run a benchmark; returns the exit code (1 only if `check` and a target was missed).
 pub fn bench(root: &Path, target: &str, runs: usize, check: bool) -> Result<i32> {
+    if let Some((package, bin)) = component_bench(target) {
+        return component(root, package, bin);
+    }
     let rows = if target == "suite" {
         suite(root)?
     } else {
@@ -56,6 +59,45 @@ pub fn bench(root: &Path, target: &str, runs: usize, check: bool) -> Result<i32>
     };
     let met = print_rows(&rows);
     Ok(if check && !met { 1 } else { 0 })
+}
+
+/// Benchmarks that live next to their crate as a release binary printing its own table:
+/// `bench <target>` → (package, bin).
+const COMPONENT_BENCHES: [(&str, &str, &str); 4] = [
+    ("bus", "bus", "bus-bench"),
+    ("identity", "identity", "identity-bench"),
+    ("auth", "auth", "auth-bench"),
+    ("broker", "broker", "broker-load"),
+];
+
+fn component_bench(target: &str) -> Option<(&'static str, &'static str)> {
+    COMPONENT_BENCHES
+        .iter()
+        .find(|(name, _, _)| *name == target)
+        .map(|(_, package, bin)| (*package, *bin))
+}
+
+/// Builds and runs a component benchmark in release mode (infrastructure first); it prints
+/// its numbers next to their targets.
+fn component(root: &Path, package: &str, bin: &str) -> Result<i32> {
+    infra::ensure(root, Smtp::Skip)?;
+    let mut command = util::cargo();
+    command
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--",
+        ])
+        .stdin(Stdio::null());
+    println!("==> {}", util::describe(&command));
+    let status = util::status(&mut command)?;
+    Ok(util::exit_code_of(status))
 }
 
 fn free_port() -> Result<u16> {

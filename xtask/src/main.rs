@@ -50,7 +50,8 @@ enum Cmd {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Benchmark a service (start-to-ready, idle RSS) or the test `suite`.
+    /// Benchmark a service (start-to-ready, idle RSS), the test `suite`, or a component:
+    /// `bus`, `identity`, `auth`, `broker` (release builds printing their own numbers).
     Bench {
         /// A service name (e.g. `template`) or `suite`.
         target: String,

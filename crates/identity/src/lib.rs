@@ -40,8 +40,8 @@
 //! Settings come from kit's `auth` section (`kit::config::AuthSettings`) and `redis.url`.
 
 pub mod claims;
-pub mod events;
 mod error;
+pub mod events;
 mod extract;
 pub mod keys;
 pub mod revocation;
