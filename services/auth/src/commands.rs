@@ -1,0 +1,187 @@
+//! Operator subcommands beyond kit's shared ones:
+//!
+//! ```text
+//! auth keys rotate                               new active signing key; the old one stays published
+//! auth keys list                                 kids, created, retired
+//! auth clients create <name> [--scope S]...      prints the client id and secret (once)
+//! auth clients list
+//! auth events parked | replay | outbox           the bus's operations (bus::ops)
+//! ```
+
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use futures_util::future::BoxFuture;
+use kit::Parts;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::domain::{OpaqueToken, Scopes};
+use crate::store::{clients, keys as key_store};
+
+pub fn commands() -> kit::Commands<Config> {
+    kit::Commands { define, run }
+}
+
+fn define() -> Vec<Command> {
+    let mut commands = vec![
+        Command::new("keys")
+            .about("Manage the token signing keys")
+            .subcommand_required(true)
+            .subcommand(Command::new("rotate").about(
+                "Make a new active signing key; the old one keeps verifying (and stays in the JWKS) until its tokens expire",
+            ))
+            .subcommand(Command::new("list").about("List the signing keys")),
+        Command::new("clients")
+            .about("Manage service clients (OAuth client credentials)")
+            .subcommand_required(true)
+            .subcommand(
+                Command::new("create")
+                    .about("Create a client; prints its id and secret (the secret is shown only this once)")
+                    .arg(Arg::new("name").required(true).help("A name for the client, e.g. the calling service"))
+                    .arg(
+                        Arg::new("scope")
+                            .long("scope")
+                            .action(ArgAction::Append)
+                            .help("A scope the client may request (repeat, or space-separate)"),
+                    ),
+            )
+            .subcommand(Command::new("list").about("List the clients")),
+    ];
+    commands.extend(bus::ops::define());
+    commands
+}
+
+fn run<'a>(
+    name: &'a str,
+    matches: &'a ArgMatches,
+    parts: Parts<Config>,
+) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let output = match name {
+            "keys" => keys(matches, &parts).await?,
+            "clients" => clients(matches, &parts).await?,
+            _ => return bus::ops::run(name, matches, parts).await,
+        };
+        print!("{output}");
+        Ok(())
+    })
+}
+
+async fn keys(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    match matches.subcommand_name() {
+        Some("rotate") => {
+            let settings = &parts.settings;
+            let keep = crate::keep_retired_keys(settings);
+            let rotation =
+                crate::keys::rotate(&parts.db, settings.app.key_publish_delay, keep).await?;
+            writeln!(
+                out,
+                "new key: {} (published now, signs from {})",
+                rotation.new_kid,
+                rotation.activates_at.to_rfc3339()
+            )?;
+            if let Some(old) = &rotation.retired_kid {
+                writeln!(
+                    out,
+                    "retired: {old} (signs until then, stays published {} longer)",
+                    humantime_serde::re::humantime::format_duration(keep)
+                )?;
+            }
+            if rotation.deleted > 0 {
+                writeln!(out, "deleted {} expired key(s)", rotation.deleted)?;
+            }
+            writeln!(
+                out,
+                "running instances learn of it within app.key_reload ({})",
+                humantime_serde::re::humantime::format_duration(settings.app.key_reload)
+            )?;
+        }
+        Some("list") => {
+            let now = chrono::Utc::now();
+            for key in key_store::all(&parts.db).await? {
+                let state = match key.retired_at {
+                    _ if key.activates_at > now => {
+                        format!("signs from {}", key.activates_at.to_rfc3339())
+                    }
+                    None => "active".to_owned(),
+                    Some(at) if at > now => format!("active until {}", at.to_rfc3339()),
+                    Some(at) => format!("retired {}", at.to_rfc3339()),
+                };
+                writeln!(
+                    out,
+                    "{}  created {}  {state}",
+                    key.kid,
+                    key.created_at.to_rfc3339()
+                )?;
+            }
+        }
+        _ => anyhow::bail!("usage: auth keys rotate | list"),
+    }
+    Ok(out)
+}
+
+async fn clients(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    match matches.subcommand() {
+        Some(("create", sub)) => {
+            let name = sub
+                .get_one::<String>("name")
+                .context("the client name is required")?
+                .trim()
+                .to_owned();
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 100,
+                "the client name must be 1 to 100 characters"
+            );
+            let scopes: Vec<String> = sub
+                .get_many::<String>("scope")
+                .into_iter()
+                .flatten()
+                .flat_map(|s| {
+                    s.split_ascii_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let scopes = Scopes::parse(&scopes).map_err(|why| anyhow::anyhow!("--scope: {why}"))?;
+            let id = Uuid::now_v7();
+            let secret = OpaqueToken::generate()?;
+            clients::insert_if_absent(&parts.db, id, &name, &secret.digest(), &scopes)
+                .await
+                .map_err(|err| match kit::error::violated_constraint(&err) {
+                    Some("clients_name_key") => {
+                        anyhow::anyhow!("a client named {name:?} exists already")
+                    }
+                    _ => anyhow::Error::new(err).context("storing the client"),
+                })?;
+            writeln!(out, "client_id:     {id}")?;
+            writeln!(out, "client_secret: {}", secret.expose())?;
+            writeln!(out, "scopes:        {}", scopes.joined())?;
+            writeln!(
+                out,
+                "The secret is not stored in readable form: keep it now."
+            )?;
+        }
+        Some(("list", _)) => {
+            for client in clients::list(&parts.db).await? {
+                let state = if client.disabled_at.is_some() {
+                    "  disabled"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "{}  {}  [{}]{state}",
+                    client.uuid,
+                    client.name,
+                    client.scopes.join(" ")
+                )?;
+            }
+        }
+        _ => anyhow::bail!("usage: auth clients create <name> [--scope S]... | list"),
+    }
+    Ok(out)
+}

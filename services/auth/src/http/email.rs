@@ -1,0 +1,149 @@
+//! `/email`: verifying the account's email address.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use kit::{ApiError, ApiResult, Json};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, Client};
+use crate::domain::{Email, TokenDigest};
+use crate::events;
+use crate::store::audit::{self, Entry};
+use crate::store::one_time::{self, Purpose};
+use crate::store::users;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(verify_email))
+        .routes(routes!(resend_verification))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmail {
+    /// The token from the verification link.
+    pub token: String,
+}
+
+/// The answer to a token that is unknown, used, expired or for another purpose.
+pub fn invalid_token() -> ApiError {
+    ApiError::unprocessable(
+        "invalid_token",
+        "This link is invalid, was already used or has expired.",
+    )
+}
+
+/// Confirm an email address with the token from the verification mail (single use, valid
+/// for 24 hours by default).
+#[utoipa::path(
+    post, path = "/email/verify", tag = "accounts",
+    request_body = VerifyEmail,
+    responses(
+        (status = 204, description = "Verified"),
+        (status = 422, description = "`invalid_token`", body = kit::Problem),
+    )
+)]
+async fn verify_email(
+    State(state): State<AppState>,
+    client: Client,
+    Json(input): Json<VerifyEmail>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.db.begin().await?;
+    let consumed = one_time::consume(
+        &mut *tx,
+        Purpose::VerifyEmail,
+        &TokenDigest::of(&input.token),
+    )
+    .await?
+    .ok_or_else(invalid_token)?;
+    let user = users::lock(&mut *tx, consumed.user_id)
+        .await?
+        .filter(|u| !u.is_deleted() && u.email == consumed.email)
+        .ok_or_else(invalid_token)?;
+    users::mark_email_verified(&mut *tx, user.id).await?;
+    audit::record(
+        &mut *tx,
+        &Entry::success("email_verified", Some(user.uuid), Some(user.uuid))
+            .from_ip(client.ip_text()),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(user = %user.uuid, "email verified");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resend {
+    pub email: String,
+}
+
+/// Send a new verification mail. Always 202, whether or not an unverified account has this
+/// email, so the answer tells nothing about which addresses have accounts; the work happens
+/// after the answer.
+#[utoipa::path(
+    post, path = "/email/resend", tag = "accounts",
+    request_body = Resend,
+    responses(
+        (status = 202, description = "Accepted (whether or not the address has an account)"),
+        (status = 429, description = "`rate_limited`", body = kit::Problem),
+    )
+)]
+async fn resend_verification(
+    State(state): State<AppState>,
+    client: Client,
+    Json(input): Json<Resend>,
+) -> ApiResult<StatusCode> {
+    let email = Email::parse(&input.email).ok();
+    let app = &state.settings.app;
+    state
+        .limits
+        .hit("resend", &app.rate_limits.resend, client.ip, email.as_ref())
+        .await?;
+    if let Some(email) = email {
+        spawn_after_response(&state, "resend verification", move |state| async move {
+            let mut tx = state.db.begin().await?;
+            let Some(user) = users::find_by_email(&mut *tx, &email).await? else {
+                return Ok(());
+            };
+            if user.is_deleted() || !user.is_active || user.email_verified() {
+                return Ok(());
+            }
+            let app = &state.settings.app;
+            events::request_verification(
+                &mut tx,
+                &user,
+                app.verify_email_ttl,
+                &app.verify_email_url,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        });
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Runs `work` on the service's task tracker (awaited at shutdown) with the current request
+/// id, after the response has been sent: requests about existing and unknown accounts are then
+/// answered in the same time.
+pub fn spawn_after_response<F, Fut>(state: &AppState, what: &'static str, work: F)
+where
+    F: FnOnce(AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let request_id = kit::request_id::current().unwrap_or_default();
+    let task_state = state.clone();
+    let span = tracing::Span::current();
+    state.tasks.spawn(tracing::Instrument::instrument(
+        kit::request_id::scope(request_id, async move {
+            if let Err(err) = work(task_state).await {
+                tracing::error!(error = %format!("{err:#}"), what, "background work failed");
+            }
+        }),
+        span,
+    ));
+}

@@ -1,0 +1,202 @@
+//! Who is calling.
+//!
+//! Other services use `identity::CurrentUser`, which keeps a local copy of the user from the
+//! token's claims. Auth *is* the source of those claims: here the signed-in user is read from
+//! auth's own table on every request (never written from a token), so a role removed a
+//! second ago is already gone, and a deleted or disabled account is refused even while its
+//! last token is still unexpired. Tokens are verified (and revocation checked) by the same
+//! `identity::Identity` every service uses.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use identity::{AuthError, Claims, Invalid};
+use kit::ApiError;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::sessions::Origin;
+use crate::store::users::{self, UserRow};
+
+/// The caller's address and user agent (for rate limits, sessions and the audit log).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl Client {
+    pub fn ip_text(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
+    }
+
+    pub fn origin(&self) -> Origin {
+        Origin {
+            ip: self.ip_text(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Client
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let from_header = state
+            .settings
+            .app
+            .client_ip_header
+            .as_deref()
+            .and_then(|name| parts.headers.get(name))
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .and_then(|first| first.trim().parse::<IpAddr>().ok());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|text| text.chars().take(512).collect());
+        Ok(Client {
+            ip: from_header.or(peer),
+            user_agent,
+        })
+    }
+}
+
+/// A signed-in user: a valid, unrevoked user token of a live, active account. Rejections: no
+/// or bad token, revoked session, deleted account → 401 (`WWW-Authenticate: Bearer`); a
+/// service token → 403; a disabled account → 403 `account_disabled`.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The user as stored now (not as the token remembers it).
+    pub user: UserRow,
+    pub claims: Claims,
+}
+
+impl SignedIn {
+    /// The session of the token (user tokens always have one).
+    pub fn session(&self) -> Result<Uuid, ApiError> {
+        self.claims
+            .sid
+            .ok_or_else(|| ApiError::unauthorized("This token belongs to no session."))
+    }
+}
+
+/// Refuses the request unless it carries a valid service token: 401 without (or with a bad)
+/// token, 403 with a user token.
+pub async fn require_service(
+    state: &AppState,
+    headers: &http::HeaderMap,
+) -> Result<Claims, ApiError> {
+    let claims = state.identity.authenticate(bearer(headers)?).await?;
+    if !claims.is_service() {
+        return Err(ApiError::forbidden(
+            "This endpoint is for services; user tokens are not accepted.",
+        ));
+    }
+    Ok(claims)
+}
+
+fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let text = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid(Invalid::NotBearer))?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or(AuthError::Invalid(Invalid::NotBearer))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::Invalid(Invalid::NotBearer));
+    }
+    Ok(token)
+}
+
+impl<S> FromRequestParts<S> for SignedIn
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(signed_in) = parts.extensions.get::<SignedIn>() {
+            return Ok(signed_in.clone());
+        }
+        let state = AppState::from_ref(state);
+        let claims = state.identity.authenticate(bearer(&parts.headers)?).await?;
+        if claims.is_service() {
+            return Err(ApiError::forbidden(
+                "This endpoint is for users; service tokens are not accepted.",
+            ));
+        }
+        kit::telemetry::record_user(claims.sub);
+        let user = users::find(&state.db, claims.sub)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("This account does not exist."))?;
+        if user.is_deleted() {
+            return Err(ApiError::unauthorized("This account has been deleted."));
+        }
+        if !user.is_active {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "This account is disabled.",
+            ));
+        }
+        let signed_in = SignedIn { user, claims };
+        parts.extensions.insert(signed_in.clone());
+        Ok(signed_in)
+    }
+}
+
+/// A signed-in user whose *current* roles include `admin`, else 403 `forbidden`.
+#[derive(Debug, Clone)]
+pub struct Admin(pub SignedIn);
+
+impl Deref for Admin {
+    type Target = SignedIn;
+
+    fn deref(&self) -> &SignedIn {
+        &self.0
+    }
+}
+
+impl<S> FromRequestParts<S> for Admin
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let signed_in = SignedIn::from_request_parts(parts, state).await?;
+        if !signed_in.user.is_admin() {
+            return Err(ApiError::forbidden("This needs the `admin` role."));
+        }
+        Ok(Admin(signed_in))
+    }
+}
+
+/// `Cache-Control: no-store` for responses carrying secrets (tokens, tickets).
+pub fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}

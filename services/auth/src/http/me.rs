@@ -1,0 +1,154 @@
+//! `/me`: the signed-in user's own account.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use kit::{ApiResult, FieldErrors, Json};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, Client, SignedIn, User};
+use crate::domain::{DisplayName, Password};
+use crate::events;
+use crate::passwords::Verdict;
+use crate::sessions;
+use crate::store::audit::{self, Entry};
+use crate::store::one_time::{self, Purpose};
+use crate::store::users;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_me, update_me))
+        .routes(routes!(change_password))
+}
+
+/// Your account.
+#[utoipa::path(
+    get, path = "/me", tag = "accounts",
+    responses(
+        (status = 200, body = User),
+        (status = 401, body = kit::Problem),
+        (status = 403, description = "Service token, or disabled account", body = kit::Problem),
+    )
+)]
+async fn get_me(signed_in: SignedIn) -> Json<User> {
+    Json(signed_in.user.into())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    pub name: Option<String>,
+}
+
+/// Change your name.
+#[utoipa::path(
+    patch, path = "/me", tag = "accounts",
+    request_body = UpdateMe,
+    responses(
+        (status = 200, body = User),
+        (status = 401, body = kit::Problem),
+        (status = 422, body = kit::Problem),
+    )
+)]
+async fn update_me(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    client: Client,
+    Json(input): Json<UpdateMe>,
+) -> ApiResult<Json<User>> {
+    let mut errors = FieldErrors::default();
+    let name = input.name.as_deref().map(DisplayName::parse).transpose();
+    let name = errors.take("name", name).flatten();
+    errors.into_result()?;
+    let user = signed_in.user;
+    let Some(name) = name.filter(|n| n.as_str() != user.name) else {
+        return Ok(Json(user.into()));
+    };
+    let mut tx = state.db.begin().await?;
+    let row = users::set_name(&mut *tx, user.id, &name).await?;
+    audit::record(
+        &mut *tx,
+        &Entry::success("profile_updated", Some(user.uuid), Some(user.uuid))
+            .from_ip(client.ip_text()),
+    )
+    .await?;
+    events::updated(&mut tx, &row, user.uuid).await?;
+    tx.commit().await?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    /// 8 to 1024 characters.
+    pub new_password: String,
+}
+
+/// Change your password. Your other sessions are ended; this one stays. Wrong current
+/// password: 422 with `errors.current_password`. Guesses count against the sign-in rate limit.
+#[utoipa::path(
+    post, path = "/me/password", tag = "accounts",
+    request_body = ChangePassword,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 401, body = kit::Problem),
+        (status = 422, body = kit::Problem),
+        (status = 429, body = kit::Problem),
+    )
+)]
+async fn change_password(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    client: Client,
+    Json(input): Json<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let mut errors = FieldErrors::default();
+    let new_password = errors.take("new_password", Password::parse(input.new_password));
+    let current = Password::presented(input.current_password);
+    if current.is_none() {
+        errors.add("current_password", "is not your current password");
+    }
+    let (Some(new_password), Some(current)) = (new_password, current) else {
+        return Err(errors.into());
+    };
+    let user = &signed_in.user;
+    let sid = signed_in.session()?;
+    let app = &state.settings.app;
+    let email = crate::domain::Email::parse(&user.email).ok();
+    state
+        .limits
+        .hit("token", &app.rate_limits.token, client.ip, email.as_ref())
+        .await?;
+    if state
+        .hasher
+        .verify(&current, user.password_hash.as_deref())
+        .await?
+        == Verdict::Mismatch
+    {
+        let entry = Entry::failure("password_changed", "wrong_password", Some(user.uuid))
+            .from_ip(client.ip_text());
+        audit::record(&state.db, &entry).await?;
+        let mut errors = FieldErrors::default();
+        errors.add("current_password", "is not your current password");
+        return Err(errors.into());
+    }
+    let hash = state.hasher.hash(&new_password).await?;
+    let mut tx = state.db.begin().await?;
+    users::set_password_hash(&mut *tx, user.id, &hash).await?;
+    one_time::void_all(&mut *tx, user.id, Purpose::ResetPassword).await?;
+    let ended =
+        sessions::end_all_sessions(&mut tx, &state, user, Some(sid), "password_changed").await?;
+    audit::record(
+        &mut *tx,
+        &Entry::success("password_changed", Some(user.uuid), Some(user.uuid))
+            .from_ip(client.ip_text())
+            .with_detail(serde_json::json!({"sessions_ended": ended})),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(user = %user.uuid, sessions_ended = ended, "password changed");
+    Ok(StatusCode::NO_CONTENT)
+}

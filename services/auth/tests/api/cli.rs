@@ -1,0 +1,312 @@
+//! The service binary as operators run it: settings errors, `check`, `openapi`, the key and
+//! client subcommands, a bad scenario file, and serving the demo data until SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::TestDb;
+
+use crate::common::*;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_auth"));
+    command
+        .current_dir(testkit::workspace_root())
+        .env_remove("RUST_LOG")
+        .env_remove("REDIS_URL")
+        .env_remove("AMQP_URL")
+        .env("AUTH__LOG__FORMAT", "json")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().expect("run the auth binary");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_key() {
+    let cases = [
+        ("AUTH__HTTP__PORT", "eighty", "http.port"),
+        (
+            "AUTH__APP__ACCESS_TOKEN_TTL",
+            "forever",
+            "app.access_token_ttl",
+        ),
+        (
+            "AUTH__APP__REQUIRE_VERIFIED_EMAIL",
+            "maybe",
+            "app.require_verified_email",
+        ),
+        (
+            "AUTH__APP__ARGON2__MEMORY_KIB",
+            "-1",
+            "app.argon2.memory_kib",
+        ),
+        (
+            "AUTH__AUTH__REVOCATION_CHECK",
+            "sometimes",
+            "auth.revocation_check",
+        ),
+    ];
+    for (key, value, named) in cases {
+        let (output, _, stderr) = run(binary().arg("check").env(key, value));
+        assert_eq!(output.status.code(), Some(2), "{key}={value}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{key}={value} should name {named}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_reports_each_dependency_and_openapi_needs_none() {
+    let db = TestDb::create().await;
+    let (output, stdout, stderr) = run(binary()
+        .arg("check")
+        .env("AUTH__DATABASE__URL", db.url())
+        .env("AUTH__REDIS__URL", redis_url()));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("redis") && l.contains("up")),
+        "{stdout}"
+    );
+
+    let (output, stdout, stderr) = run(binary()
+        .arg("openapi")
+        .env("AUTH__DATABASE__URL", "postgres://nobody@127.0.0.1:1/none"));
+    assert!(output.status.success(), "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).expect("the OpenAPI document");
+    assert_eq!(doc["info"]["title"], "Hatchery auth service");
+    for path in [
+        "/api/auth/v1/signup",
+        "/api/auth/v1/token",
+        "/api/auth/v1/logout",
+        "/api/auth/v1/me",
+        "/api/auth/v1/me/password",
+        "/api/auth/v1/email/verify",
+        "/api/auth/v1/email/resend",
+        "/api/auth/v1/password/forgot",
+        "/api/auth/v1/password/reset",
+        "/api/auth/v1/users",
+        "/api/auth/v1/users/{id}",
+        "/api/auth/v1/users/{id}/restore",
+        "/api/auth/v1/jwks",
+        "/.well-known/jwks.json",
+        "/api/auth/v1/tickets",
+        "/api/auth/v1/tickets/validate",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_rotate_and_clients_create_from_the_command_line() {
+    let db = TestDb::create().await;
+    let (output, _, stderr) = run(binary().arg("migrate").env("AUTH__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stderr}");
+    let pool = db.pool().await;
+    auth::keys::ensure_active(&pool).await.unwrap();
+
+    let (output, stdout, stderr) = run(binary()
+        .args(["keys", "rotate"])
+        .env("AUTH__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("new key:") && stdout.contains("retired:"),
+        "{stdout}"
+    );
+    let (active, retired): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE retired_at IS NULL), count(*) FILTER (WHERE retired_at IS NOT NULL) FROM signing_keys",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((active, retired), (1, 1));
+    let (output, listed, _) = run(binary()
+        .args(["keys", "list"])
+        .env("AUTH__DATABASE__URL", db.url()));
+    assert!(output.status.success());
+    assert!(
+        listed.contains("signs from") && listed.contains("active until"),
+        "{listed}"
+    );
+
+    let (output, stdout, stderr) = run(binary()
+        .args([
+            "clients",
+            "create",
+            "reports",
+            "--scope",
+            "payments:read",
+            "--scope",
+            "events:read",
+        ])
+        .env("AUTH__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stderr}");
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("{name} in {stdout}"))
+    };
+    let (client_id, secret) = (field("client_id:"), field("client_secret:"));
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT secret_hash FROM clients WHERE uuid = $1::uuid")
+            .bind(&client_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_ne!(stored, secret.as_bytes(), "stored hashed");
+    let (output, _, stderr) = run(binary()
+        .args(["clients", "create", "reports"])
+        .env("AUTH__DATABASE__URL", db.url()));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("exists already"), "{stderr}");
+    let (_, listed, _) = run(binary()
+        .args(["clients", "list"])
+        .env("AUTH__DATABASE__URL", db.url()));
+    assert!(
+        listed.contains(&client_id) && listed.contains("events:read payments:read"),
+        "{listed}"
+    );
+
+    // The printed credentials work against a service on this database.
+    drop(pool);
+    let url = db.url();
+    let auth = spawn_with(move |s| s.database.url = kit::SecretUrl::new(url)).await;
+    let service = service_token(&auth, &client_id, &secret).await;
+    assert_eq!(decode(&service).1["scope"], "events:read payments:read");
+    // The bus's operations are there too.
+    let (output, stdout, stderr) = run(binary()
+        .args(["events", "outbox"])
+        .env("AUTH__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stdout}{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
+    let db = TestDb::create().await;
+    let dir =
+        std::env::temp_dir().join(format!("hatchery-auth-populator-{}", uuid::Uuid::now_v7()));
+    let service_dir = dir.join("broken").join("auth");
+    std::fs::create_dir_all(&service_dir).unwrap();
+    std::fs::write(
+        service_dir.join("users.yaml"),
+        "users:\n  - id: 0193a000-0000-7000-8000-000000000001\n    email: a@b.test\n    name: A\n    password: short\n",
+    )
+    .unwrap();
+    let (output, _, stderr) = run(binary()
+        .args(["populate", "--scenario", "broken"])
+        .env("AUTH__DATABASE__URL", db.url())
+        .env("AUTH__POPULATE__DIR", &dir));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("users.yaml:5") && stderr.contains("at least 8"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Kills the child if a failed assertion leaves it running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serves_the_demo_logins_and_exits_0_on_sigterm() {
+    let db = TestDb::create().await;
+    let prefix = format!("test-{}:", uuid::Uuid::now_v7().simple());
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("AUTH__DATABASE__URL", db.url())
+        .env("AUTH__HTTP__PORT", "0"));
+    assert_eq!(output.status.code(), Some(1), "Redis is required: {stderr}");
+    assert!(stderr.contains("redis.url"), "{stderr}");
+
+    let child = binary()
+        .env("AUTH__DATABASE__URL", db.url())
+        .env("AUTH__HTTP__PORT", "0")
+        .env("AUTH__REDIS__URL", redis_url())
+        .env("AUTH__APP__REDIS_PREFIX", &prefix)
+        .env("AUTH__AUTH__REVOCATION_PREFIX", &prefix)
+        .env("AUTH__POPULATE__SCENARIO", "demo")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let address = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the service logs that it listens");
+        let entry: Value = serde_json::from_str(&line).expect("JSON log line");
+        if entry["message"] == "listening" {
+            break entry["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("{address}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let tokens: Value = client
+        .post(format!("{address}{API}/token"))
+        .json(&json!({"grant_type": "password", "email": "ada@hatchery.test", "password": "hatchery-ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: Value = client
+        .get(format!("{address}{API}/me"))
+        .bearer_auth(access(&tokens))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["roles"], json!(["admin"]));
+
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = testkit::eventually("the service to exit", Duration::from_secs(10), || {
+        let status = child.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,16 @@
+//! The auth service over HTTP (and its binary), against real Postgres, Redis and RabbitMQ.
+//! One test binary, so the service links once.
+
+mod common;
+
+mod accounts;
+mod admin;
+mod cli;
+mod demo;
+mod events;
+mod keys;
+mod limits;
+mod recovery;
+mod sessions;
+mod tickets;
+mod tokens;
