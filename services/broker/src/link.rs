@@ -102,6 +102,10 @@ impl Link {
         let prefix_len = self.prefix.len();
         let mut next_ping = Instant::now() + self.settings.ping_interval;
         let mut ping: Option<BoxFuture<'static, bool>> = None;
+        // When the last PING left and when the last message arrived: under a flood the PONG
+        // queues behind the messages on this connection, and messages prove the link alive too.
+        let mut ping_sent = Instant::now();
+        let mut last_message = Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -110,6 +114,7 @@ impl Link {
                     let Some(message) = message else {
                         return Ended::Lost("connection closed".into());
                     };
+                    last_message = Instant::now();
                     let channel = message.get_channel_name();
                     match channel.get(prefix_len..) {
                         Some(topic) if channel.starts_with(&self.prefix) => {
@@ -129,7 +134,7 @@ impl Link {
                 }
                 alive = async { ping.as_mut().expect("guarded").await }, if ping.is_some() => {
                     ping = None;
-                    if !alive {
+                    if !alive && last_message < ping_sent {
                         return Ended::Lost("no answer to PING".into());
                     }
                     next_ping = Instant::now() + self.settings.ping_interval;
@@ -137,6 +142,7 @@ impl Link {
                 () = tokio::time::sleep_until(next_ping), if ping.is_none() => {
                     let mut sink = sink.clone();
                     let limit = self.settings.ping_timeout;
+                    ping_sent = Instant::now();
                     ping = Some(Box::pin(async move {
                         matches!(timeout(limit, sink.ping::<redis::Value>()).await, Ok(Ok(_)))
                     }));
