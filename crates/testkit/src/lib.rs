@@ -6,6 +6,7 @@
 //! ```
 
 mod app;
+pub mod cli;
 mod db;
 pub mod proxy;
 pub mod tokens;

@@ -3,29 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
+
 use std::time::Duration;
+use testkit::cli::{Running, run};
 
 use common::{Client, REDIS, unique_prefix};
 use serde_json::json;
 
 fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
-    command
-        .current_dir(testkit::workspace_root())
-        .env_remove("RUST_LOG")
-        .env_remove("REDIS_URL")
-        .env("BROKER__LOG__FORMAT", "json")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> (Output, String, String) {
-    let output = command.output().expect("run the broker binary");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output, stdout, stderr)
+    testkit::cli::command(env!("CARGO_BIN_EXE_broker"), "broker")
 }
 
 #[test]
@@ -112,47 +99,19 @@ fn openapi_documents_the_websocket_endpoint() {
     assert!(doc["paths"]["/ws"]["get"].is_object(), "{stdout}");
 }
 
-/// Kills the child if a failed assertion leaves it running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the broker binary on a free port; returns it with its `http://` address.
 fn start_broker(prefix: &str) -> (Running, String) {
-    let child = binary()
-        .env("BROKER__HTTP__PORT", "0")
-        .env("BROKER__REDIS__URL", REDIS)
-        .env("BROKER__APP__CHANNEL_PREFIX", prefix)
-        .env(
-            "BROKER__APP__SERVICES__FEED__REQUIRE_AUTHENTICATION",
-            "false",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let address = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the broker logs that it listens");
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if entry["message"] == "listening" {
-            break entry["address"].as_str().unwrap().to_owned();
-        }
-    };
+    let child = Running::spawn(
+        binary()
+            .env("BROKER__HTTP__PORT", "0")
+            .env("BROKER__REDIS__URL", REDIS)
+            .env("BROKER__APP__CHANNEL_PREFIX", prefix)
+            .env(
+                "BROKER__APP__SERVICES__FEED__REQUIRE_AUTHENTICATION",
+                "false",
+            ),
+    );
+    let address = child.address.clone();
     (child, address)
 }
 
@@ -223,22 +182,11 @@ async fn sigterm_closes_every_websocket_with_1001_then_exits_0() {
         );
     }
 
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    child.terminate();
     for client in &mut clients {
         let frame = client.closed().await.expect("a close frame");
         assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
     }
-    let status = testkit::eventually("the broker to exit", Duration::from_secs(10), || {
-        let status = child.0.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
+    let status = child.exit_status().await;
     assert_eq!(status.code(), Some(0));
 }

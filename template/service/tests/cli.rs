@@ -1,26 +1,12 @@
 //! The service binary as operators run it: exit codes, messages, start-up and shutdown.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use testkit::TestDb;
+use testkit::cli::{Running, run};
 
 fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_template"));
-    command
-        .current_dir(testkit::workspace_root())
-        .env_remove("RUST_LOG")
-        .env("TEMPLATE__LOG__FORMAT", "json")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> (Output, String, String) {
-    let output = command.output().expect("run the template binary");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output, stdout, stderr)
+    testkit::cli::command(env!("CARGO_BIN_EXE_template"), "template")
 }
 
 #[test]
@@ -168,46 +154,17 @@ async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Kills the child if a failed assertion leaves it running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn serves_demo_data_and_exits_0_on_sigterm() {
     let db = TestDb::create().await;
-    let child = binary()
-        .env("TEMPLATE__DATABASE__URL", db.url())
-        .env("TEMPLATE__HTTP__PORT", "0")
-        .env("TEMPLATE__POPULATE__SCENARIO", "demo")
-        .env("TEMPLATE__AUTH__PUBLIC_KEY", testkit::tokens::public_key())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    // The "listening" log line carries the address (port 0 = chosen by the OS).
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let address = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("service logs that it listens");
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if entry["message"] == "listening" {
-            break entry["address"].as_str().unwrap().to_owned();
-        }
-    };
+    let mut child = Running::spawn(
+        binary()
+            .env("TEMPLATE__DATABASE__URL", db.url())
+            .env("TEMPLATE__HTTP__PORT", "0")
+            .env("TEMPLATE__POPULATE__SCENARIO", "demo")
+            .env("TEMPLATE__AUTH__PUBLIC_KEY", testkit::tokens::public_key()),
+    );
+    let address = child.address.clone();
     let client = reqwest::Client::new();
     let ready = client
         .get(format!("{address}/readyz"))
@@ -227,18 +184,7 @@ async fn serves_demo_data_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(notes["items"].as_array().unwrap().len(), 4);
 
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = testkit::eventually("the service to exit", Duration::from_secs(10), || {
-        let status = child.0.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
+    child.terminate();
+    let status = child.exit_status().await;
     assert_eq!(status.code(), Some(0));
 }

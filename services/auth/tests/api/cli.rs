@@ -1,32 +1,16 @@
 //! The service binary as operators run it: settings errors, `check`, `openapi`, the key and
 //! client subcommands, a bad scenario file, and serving the demo data until SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::{Value, json};
 use testkit::TestDb;
+use testkit::cli::{Running, run};
 
 use crate::common::*;
 
 fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_auth"));
-    command
-        .current_dir(testkit::workspace_root())
-        .env_remove("RUST_LOG")
-        .env_remove("REDIS_URL")
-        .env_remove("AMQP_URL")
-        .env("AUTH__LOG__FORMAT", "json")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> (Output, String, String) {
-    let output = command.output().expect("run the auth binary");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output, stdout, stderr)
+    testkit::cli::command(env!("CARGO_BIN_EXE_auth"), "auth")
 }
 
 #[test]
@@ -219,16 +203,6 @@ async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Kills the child if a failed assertion leaves it running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn serves_the_demo_logins_and_exits_0_on_sigterm() {
     let db = TestDb::create().await;
@@ -240,34 +214,16 @@ async fn serves_the_demo_logins_and_exits_0_on_sigterm() {
     assert_eq!(output.status.code(), Some(1), "Redis is required: {stderr}");
     assert!(stderr.contains("redis.url"), "{stderr}");
 
-    let child = binary()
-        .env("AUTH__DATABASE__URL", db.url())
-        .env("AUTH__HTTP__PORT", "0")
-        .env("AUTH__REDIS__URL", redis_url())
-        .env("AUTH__APP__REDIS_PREFIX", &prefix)
-        .env("AUTH__AUTH__REVOCATION_PREFIX", &prefix)
-        .env("AUTH__POPULATE__SCENARIO", "demo")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let address = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the service logs that it listens");
-        let entry: Value = serde_json::from_str(&line).expect("JSON log line");
-        if entry["message"] == "listening" {
-            break entry["address"].as_str().unwrap().to_owned();
-        }
-    };
+    let mut child = Running::spawn(
+        binary()
+            .env("AUTH__DATABASE__URL", db.url())
+            .env("AUTH__HTTP__PORT", "0")
+            .env("AUTH__REDIS__URL", redis_url())
+            .env("AUTH__APP__REDIS_PREFIX", &prefix)
+            .env("AUTH__AUTH__REVOCATION_PREFIX", &prefix)
+            .env("AUTH__POPULATE__SCENARIO", "demo"),
+    );
+    let address = child.address.clone();
     let client = reqwest::Client::new();
     let ready = client
         .get(format!("{address}/readyz"))
@@ -295,18 +251,7 @@ async fn serves_the_demo_logins_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(me["roles"], json!(["admin"]));
 
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = testkit::eventually("the service to exit", Duration::from_secs(10), || {
-        let status = child.0.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
+    child.terminate();
+    let status = child.exit_status().await;
     assert_eq!(status.code(), Some(0));
 }

@@ -1,0 +1,94 @@
+//! A service binary as operators run it: one-shot commands (`check`, `openapi`, bad settings)
+//! and a served process that tests talk to and then stop with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+/// `binary` (a test's `env!("CARGO_BIN_EXE_<name>")`) run from the repository root with JSON
+/// logs and none of the shared fallbacks (`REDIS_URL`, ...) leaking in from the environment.
+pub fn command(binary: &str, service: &str) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .current_dir(crate::workspace_root())
+        .env_remove("RUST_LOG")
+        .env_remove("REDIS_URL")
+        .env_remove("AMQP_URL")
+        .env_remove("SENTRY_DSN")
+        .env(format!("{}__LOG__FORMAT", service.to_uppercase()), "json")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `command` to completion: its output, stdout and stderr as text.
+pub fn run(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().expect("run the service binary");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+/// A serving process; killed when dropped, so a failed assertion leaves nothing running.
+pub struct Running {
+    child: Child,
+    /// `http://127.0.0.1:<port>`, from the service's `listening` log line.
+    pub address: String,
+}
+
+impl Running {
+    /// Spawns `command` (which should set `<SERVICE>__HTTP__PORT=0`) and waits until it logs
+    /// the address it listens on.
+    pub fn spawn(command: &mut Command) -> Running {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the service binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Running {
+            child,
+            address: String::new(),
+        };
+        running.address = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the service logs that it listens");
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["message"] == "listening" {
+                break entry["address"].as_str().expect("an address").to_owned();
+            }
+        };
+        running
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the service does.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM to {pid}");
+    }
+
+    /// Waits (polling, up to 10 s) for the process to exit.
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        crate::eventually("the service to exit", Duration::from_secs(10), || {
+            let status = self.child.try_wait().expect("poll the child");
+            async move { status }
+        })
+        .await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
