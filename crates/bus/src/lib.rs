@@ -3,16 +3,15 @@
 //! lost, none is applied twice, and no message can stop a consumer: what cannot be handled is
 //! parked with its reason, for an operator to look at and replay.
 //!
-//! A service wires it in its `src/events.rs` (see the template's):
+//! A service lists [`SCHEMA`] (the `outbox` and `inbox` tables) in its `kit::Database::shared`,
+//! and wires the relay and its consumers in its `start` (see the template's `src/events.rs`):
 //!
 //! ```ignore
-//! pub fn start(parts: &Parts<Config>) -> BoxFuture<'_, anyhow::Result<Vec<Arc<dyn Check>>>> {
-//!     Box::pin(bus::start(parts, Some(consumers())))
-//! }
-//! pub fn commands() -> kit::Commands<Config> {
-//!     kit::Commands { define: bus::ops::define, run: bus::ops::run }
-//! }
-//! // lib.rs: start: Some(events::start), commands: Some(events::commands())
+//! // kit::Service::start
+//! let started = kit::Started::new(state).with(bus::wire(resources, events::consumers()))?;
+//! // kit::Service::commands / run_command: the `events parked | replay | outbox` subcommands
+//! fn commands() -> Vec<clap::Command> { bus::ops::define() }
+//! async fn run_command(name, matches, resources) { bus::ops::run(name, matches, resources).await }
 //! ```
 //!
 //! and publishes from any transaction: `bus::outbox::enqueue(&mut tx, &event).await?`.
@@ -43,7 +42,7 @@ use std::sync::Arc;
 
 use kit::config::AmqpSettings;
 use kit::health::Check;
-use kit::{Parts, SecretUrl};
+use kit::{Resources, SecretUrl, Started};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +51,15 @@ pub use consumer::{Consumer, ConsumerConfig, Consumers, Received, Tx};
 pub use envelope::CloudEvent;
 pub use outbox::{Relay, RelayConfig, enqueue, enqueue_as};
 pub use topology::Topology;
+
+/// The `outbox` and `inbox` tables, defined once for every service.
+pub static SCHEMA: kit::SharedSchema = kit::SharedSchema {
+    owner: "bus",
+    migrator: &MIGRATOR,
+    replaces: &["outbox", "inbox"],
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// One service's bus: its settings, database and connection status.
 #[derive(Clone)]
@@ -138,17 +146,33 @@ impl Bus {
     }
 }
 
-/// For a service's `start` hook: starts the outbox relay and, with handlers, the consumer, on
-/// the service's task tracker; returns the `bus` readiness check. Without `amqp.url` the
-/// service runs without a bus: events wait in the outbox and nothing is consumed.
-pub async fn start<A>(
-    parts: &Parts<A>,
-    consumers: Option<Consumers>,
-) -> anyhow::Result<Vec<Arc<dyn Check>>> {
-    let Some(bus) = Bus::new(parts.name, &parts.settings.amqp, parts.db.clone()) else {
-        tracing::warn!("amqp.url is not set: events stay in the outbox and no consumer runs");
-        return Ok(Vec::new());
-    };
-    bus.spawn(consumers, &parts.tasks, &parts.shutdown);
-    Ok(vec![bus.check()])
+/// For a service's `start`: runs the outbox relay and, when `consumers` has handlers, the
+/// consumer, until shutdown, and reports the bus on `/readyz` as a dependency the service
+/// serves without (events wait in the outbox while RabbitMQ is down). Without `amqp.url`
+/// (tests that do not exercise the bus) nothing runs and events stay in the outbox.
+pub fn wire<A, S>(
+    resources: &Resources<A>,
+    consumers: Consumers,
+) -> impl FnOnce(Started<S>) -> anyhow::Result<Started<S>> {
+    let bus = Bus::new(
+        resources.name,
+        &resources.settings.amqp,
+        resources.db.clone(),
+    );
+    let shutdown = resources.shutdown.clone();
+    move |started| {
+        let Some(bus) = bus else {
+            tracing::warn!("amqp.url is not set: events stay in the outbox and no consumer runs");
+            return Ok(started);
+        };
+        let relay = bus.relay();
+        let mut started = started
+            .degraded_without(BusCheck(bus.status.clone()))
+            .task("outbox relay", relay.run(shutdown.clone()));
+        if !consumers.is_empty() {
+            let consumer = bus.consumer(consumers);
+            started = started.task("event consumer", consumer.run(shutdown));
+        }
+        Ok(started)
+    }
 }

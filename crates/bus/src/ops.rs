@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command};
-use futures_util::future::BoxFuture;
-use kit::{Parts, SecretUrl};
+use kit::{Resources, SecretUrl};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -302,26 +301,24 @@ pub fn define() -> Vec<Command> {
     ]
 }
 
-/// Runs the `events` subcommand, for `kit::Commands::run`.
-pub fn run<'a, A: Send + Sync + 'static>(
-    name: &'a str,
-    matches: &'a ArgMatches,
-    parts: Parts<A>,
-) -> BoxFuture<'a, anyhow::Result<()>> {
-    Box::pin(async move {
-        if name != "events" {
-            anyhow::bail!("no such command: {name}");
-        }
-        let output = execute(matches, &parts).await?;
-        print!("{output}");
-        Ok(())
-    })
+/// Runs the `events` subcommand, for `kit::Service::run_command`.
+pub async fn run<A: Send + Sync>(
+    name: &str,
+    matches: &ArgMatches,
+    resources: Resources<A>,
+) -> anyhow::Result<()> {
+    if name != "events" {
+        anyhow::bail!("no such command: {name}");
+    }
+    let output = execute(matches, &resources).await?;
+    print!("{output}");
+    Ok(())
 }
 
 /// Runs the `events` subcommand and returns what it prints.
-pub async fn execute<A>(matches: &ArgMatches, parts: &Parts<A>) -> anyhow::Result<String> {
-    let settings = &parts.settings.amqp;
-    let topology = Topology::from_settings(parts.name, settings);
+pub async fn execute<A>(matches: &ArgMatches, resources: &Resources<A>) -> anyhow::Result<String> {
+    let settings = &resources.settings.amqp;
+    let topology = Topology::from_settings(resources.name, settings);
     let url = || {
         settings
             .url
@@ -365,8 +362,8 @@ pub async fn execute<A>(matches: &ArgMatches, parts: &Parts<A>) -> anyhow::Resul
             writeln!(out, "replayed {count} message(s) to {}", topology.queue())?;
         }
         Some(("outbox", _)) => {
-            let lag = crate::outbox::lag(&parts.db).await?;
-            let published = crate::outbox::published_count(&parts.db).await?;
+            let lag = crate::outbox::lag(&resources.db).await?;
+            let published = crate::outbox::published_count(&resources.db).await?;
             match lag.oldest_pending {
                 Some(oldest) => writeln!(
                     out,

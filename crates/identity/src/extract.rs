@@ -1,4 +1,5 @@
-//! axum extractors: [`CurrentUser`], [`MaybeUser`], [`RequireRole`], [`ServiceCaller`].
+//! axum extractors: [`CurrentUser`], [`MaybeUser`], [`RequireRole`], [`ServiceCaller`], and
+//! [`Authenticated`] (the verified claims alone).
 //!
 //! Each needs an [`Identity`] reachable from the router state (`Identity: FromRef<State>`).
 //! A token is verified at most once per request, however many extractors a handler uses.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use kit::ApiError;
 use uuid::Uuid;
 
@@ -30,10 +31,10 @@ where
     if let Some(Verified(claims)) = parts.extensions.get::<Verified>() {
         return Ok(Some(claims.clone()));
     }
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
         return Ok(None);
-    };
-    let token = bearer_token(value)?;
+    }
+    let token = bearer_token(&parts.headers)?;
     let identity = Identity::from_ref(state);
     let claims = Arc::new(identity.authenticate(token).await?);
     kit::telemetry::record_user(claims.sub);
@@ -41,7 +42,10 @@ where
     Ok(Some(claims))
 }
 
-fn bearer_token(value: &HeaderValue) -> Result<&str, AuthError> {
+/// The token of an `Authorization: Bearer <token>` header: [`AuthError::Missing`] without the
+/// header, [`Invalid::NotBearer`] with another scheme or an empty token.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
     let not_bearer = AuthError::Invalid(Invalid::NotBearer);
     let text = value.to_str().map_err(|_| not_bearer.clone())?;
     let (scheme, token) = text.split_once(' ').ok_or(not_bearer.clone())?;
@@ -50,6 +54,27 @@ fn bearer_token(value: &HeaderValue) -> Result<&str, AuthError> {
         return Err(not_bearer);
     }
     Ok(token)
+}
+
+/// A valid, unrevoked token of any kind (user or service): its claims, nothing loaded. What a
+/// service that is itself the source of user data (auth) builds its own extractors on.
+/// Rejections as [`CurrentUser`]'s for the token itself.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Arc<Claims>);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Identity: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        verified_claims(parts, state)
+            .await?
+            .map(Authenticated)
+            .ok_or_else(|| AuthError::Missing.into())
+    }
 }
 
 /// The signed-in user: a valid, unrevoked user token whose user is not deleted or disabled

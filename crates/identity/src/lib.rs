@@ -27,19 +27,23 @@
 //!     fn from_ref(state: &AppState) -> Self { state.identity.clone() }
 //! }
 //!
-//! pub fn router(parts: &kit::Parts<Config>) -> OpenApiRouter {
-//!     let state = AppState { db: parts.db.clone(), identity: identity::Identity::from_parts(parts) };
-//!     OpenApiRouter::new().nest("/api/x/v1", things::router()).with_state(state)
-//! }
+//! // in `kit::Service::start`:
+//! let identity = identity::Identity::from_resources(resources)?;
+//! let started = kit::Started::new(AppState { db: resources.db.clone(), identity: identity.clone() });
+//! let started = match identity.revocation_check() { Some(check) => started.degraded_without(check), None => started };
 //!
 //! async fn list(State(s): State<AppState>, user: CurrentUser) -> ApiResult<...> {
 //!     // user.id is the local key; user.uuid the platform id; user.is_admin() ...
 //! }
 //! ```
 //!
+//! A service that keeps local users lists [`SCHEMA`] in its `kit::Database::shared`; one that
+//! calls another service uses [`ServiceClient`].
+//!
 //! Settings come from kit's `auth` section (`kit::config::AuthSettings`) and `redis.url`.
 
 pub mod claims;
+pub mod client;
 mod error;
 pub mod events;
 mod extract;
@@ -55,11 +59,23 @@ use sqlx::PgPool;
 
 pub use claims::{ADMIN_ROLE, Claims, SERVICE_ROLE};
 pub use error::{AuthError, Invalid};
-pub use extract::{Admin, CurrentUser, MaybeUser, RequireRole, Role, ServiceCaller};
+pub use client::{ClientCredentials, ServiceClient};
+pub use extract::{
+    Admin, Authenticated, CurrentUser, MaybeUser, RequireRole, Role, ServiceCaller, bearer_token,
+};
 pub use keys::{Jwk, JwkSet, PublicKey, SigningKey};
 pub use revocation::Revocations;
 pub use users::LocalUser;
 pub use verify::Verifier;
+
+/// The `users` table (the local copy of platform users), defined once for every service.
+pub static SCHEMA: kit::SharedSchema = kit::SharedSchema {
+    owner: "identity",
+    migrator: &MIGRATOR,
+    replaces: &["users"],
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// Everything a service needs to authenticate requests: the verifier, the revocation check
 /// and the user store. Cheap to clone; put one in the router state.
@@ -95,30 +111,27 @@ impl Identity {
         }))
     }
 
-    /// From a service's shared parts (settings `auth` and `redis.url`, the database pool).
-    ///
-    /// kit validated the settings at start, so this does not fail in practice; if it still
-    /// cannot build (say, a TLS setup error), it logs why and every authenticated request is
-    /// answered 503, rather than the service running without authentication.
-    pub fn from_parts<A>(parts: &kit::Parts<A>) -> Self {
-        let settings = &parts.settings;
+    /// From what kit prepared for a service: settings `auth` and `redis.url`, the database.
+    /// Without `redis.url` (only possible outside production: a service using Redis must have
+    /// it there) revoked sessions are not refused, and a warning says so.
+    pub fn from_resources<A>(resources: &kit::Resources<A>) -> anyhow::Result<Self> {
+        let settings = &resources.settings;
         if settings.redis.url.is_none() {
             tracing::warn!(
                 "redis.url is not set: revoked sessions are NOT refused by this service"
             );
         }
-        match Self::new(
+        Self::new(
             &settings.auth,
             settings.redis.url.as_ref(),
-            parts.db.clone(),
-        ) {
-            Ok(identity) => identity,
-            Err(err) => {
-                let reason = format!("{err:#}");
-                tracing::error!(error = %reason, "cannot set up token verification; refusing every token");
-                Self::with_parts(Verifier::unusable(reason), None, parts.db.clone())
-            }
-        }
+            resources.db.clone(),
+        )
+    }
+
+    /// Readiness of the revocation store, when revocation is checked: a service answers
+    /// authenticated requests 503 while it is unreachable (fail-closed) but serves the rest.
+    pub fn revocation_check(&self) -> Option<kit::redis::RedisCheck> {
+        self.0.revocations.as_ref().map(Revocations::readiness)
     }
 
     pub fn verifier(&self) -> &Verifier {

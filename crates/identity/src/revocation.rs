@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kit::config::{RevocationCheck, SecretUrl};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use uuid::Uuid;
 
 use crate::claims::Claims;
@@ -113,8 +113,8 @@ pub async fn revoke_subject_before_in(
 
 /// Reads the markers for a token, bounded in time, with the configured failure mode.
 pub struct Revocations {
-    client: redis::Client,
-    connection: tokio::sync::OnceCell<ConnectionManager>,
+    /// Connects on first use, reconnects by itself; every command bounded by `timeout`.
+    connection: ConnectionManager,
     timeout: Duration,
     mode: RevocationCheck,
     /// Unix seconds of the last "cannot check" warning, so an outage logs once per interval.
@@ -128,11 +128,8 @@ const WARN_EVERY_SECS: u64 = 10;
 
 impl Revocations {
     pub fn new(url: &SecretUrl, timeout: Duration, mode: RevocationCheck) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url.expose())
-            .map_err(|err| anyhow::anyhow!("redis.url {}: {err}", url.redacted()))?;
         Ok(Self {
-            client,
-            connection: tokio::sync::OnceCell::new(),
+            connection: kit::redis::connect_bounded(url, timeout)?,
             timeout,
             mode,
             last_warning: AtomicU64::new(0),
@@ -144,6 +141,11 @@ impl Revocations {
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
+    }
+
+    /// Readiness of the store, over the connection the lookups use.
+    pub fn readiness(&self) -> kit::redis::RedisCheck {
+        kit::redis::RedisCheck(self.connection.clone())
     }
 
     /// `Ok` when the token is not revoked (or Redis is unreachable and the mode is fail-open).
@@ -175,17 +177,7 @@ impl Revocations {
 
     /// One round trip: `MGET revoked:session:<sid> revoked:user:<sub>`.
     async fn lookup(&self, claims: &Claims) -> redis::RedisResult<bool> {
-        let connection = self
-            .connection
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await?;
-        let mut connection = connection.clone();
+        let mut connection = self.connection.clone();
         let mut cmd = redis::cmd("MGET");
         cmd.arg(subject_key_in(&self.prefix, claims.sub));
         if let Some(sid) = claims.sid {

@@ -1,5 +1,5 @@
 //! Simple users: each service's local copy of the platform users it has seen, in its `users`
-//! table (a template migration every service has):
+//! table, defined once here ([`crate::SCHEMA`]; a service lists it in `kit::Database::shared`):
 //!
 //! ```sql
 //! users (id bigint identity PK, uuid uuid UNIQUE, email text, name text, roles text[],

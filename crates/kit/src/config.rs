@@ -13,7 +13,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A string that never shows up in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -36,6 +36,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Serialised as the plain value: settings are serialised only to become the defaults layer of
+/// the configuration, never to be shown.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer).map(Secret)
@@ -44,7 +52,7 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// A URL with credentials inside (database, Redis, AMQP, Sentry DSN): `Debug` and [`Self::redacted`]
 /// show it with the password replaced, so it can appear in logs and error messages.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SecretUrl(Secret);
 
@@ -87,7 +95,7 @@ pub fn redact_url(url: &str) -> String {
     format!("{}{}{}", &url[..scheme_end + 3], shown, &rest[at..])
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     /// Creates its database when missing; pretty logs on a terminal.
@@ -96,7 +104,7 @@ pub enum Environment {
     Production,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub host: String,
@@ -126,7 +134,7 @@ impl Default for HttpSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Pretty on a terminal, JSON otherwise.
@@ -136,7 +144,7 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     pub format: LogFormat,
@@ -153,7 +161,7 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: SecretUrl,
@@ -169,7 +177,7 @@ pub struct DatabaseSettings {
     pub create_if_missing: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptionalUrl {
     /// Not set = the service does not use this dependency and `/readyz` does not check it.
@@ -177,7 +185,7 @@ pub struct OptionalUrl {
 }
 
 /// RabbitMQ and the event bus (`bus` crate): connection, names, retries, outbox relay.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     /// Not set = no bus: events wait in the outbox, no consumer runs, `/readyz` skips RabbitMQ.
@@ -286,7 +294,7 @@ fn validate_amqp(amqp: &AmqpSettings, prefix: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SentrySettings {
     pub dsn: Option<SecretUrl>,
@@ -305,7 +313,7 @@ impl Default for SentrySettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PopulateSettings {
     /// Scenario loaded at every start (get-or-create, so harmless to repeat).
@@ -324,7 +332,7 @@ impl Default for PopulateSettings {
 }
 
 /// What to do when the session-revocation store (Redis) cannot be asked in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationCheck {
     /// Refuse the request (503 `auth_unavailable`): a revoked session never slips through.
@@ -335,7 +343,7 @@ pub enum RevocationCheck {
 }
 
 /// How a service verifies the bearer tokens the auth service issues (`identity` crate).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// The auth service's key set (JWKS). Neither this nor `public_key` set = the local auth
@@ -447,7 +455,7 @@ pub fn parse_ed25519_public_key(text: &str) -> Result<[u8; 32], String> {
 }
 
 /// Every setting of one service: the shared sections plus the service's own (`app`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings<A> {
     #[serde(default)]
@@ -477,6 +485,33 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+}
+
+impl<A: Default> Settings<A> {
+    /// The built-in defaults of every section.
+    pub fn built_in(service: &str, default_port: u16) -> Self {
+        Settings {
+            environment: Environment::default(),
+            http: HttpSettings {
+                port: default_port,
+                ..HttpSettings::default()
+            },
+            log: LogSettings::default(),
+            database: DatabaseSettings {
+                url: SecretUrl::new(format!("postgres://postgres@127.0.0.1:5432/{service}")),
+                max_connections: defaults::max_connections(),
+                acquire_timeout: None,
+                migrate_on_start: true,
+                create_if_missing: None,
+            },
+            redis: OptionalUrl::default(),
+            amqp: AmqpSettings::default(),
+            sentry: SentrySettings::default(),
+            populate: PopulateSettings::default(),
+            auth: AuthSettings::default(),
+            app: A::default(),
+        }
     }
 }
 
@@ -533,18 +568,67 @@ pub fn env_prefix(service: &str) -> String {
     format!("{}__", service.to_uppercase())
 }
 
-/// What a service's own settings section (`app`) must be: deserialisable, with defaults.
-pub trait AppSettings: DeserializeOwned + Default + Send + Sync + 'static {}
-impl<T: DeserializeOwned + Default + Send + Sync + 'static> AppSettings for T {}
+/// What a service's own settings section (`app`) must be: (de)serialisable, with defaults.
+/// Every nested struct gets its defaults from `A::default()` serialised as the bottom layer,
+/// so overriding one key of a nested section (`AUTH__APP__RATE_LIMITS__SIGNUP__PER_IP=100`)
+/// keeps the other keys of that section at their defaults.
+pub trait AppSettings: Serialize + DeserializeOwned + Default + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Default + Send + Sync + 'static> AppSettings for T {}
 
-/// Loads settings for `service` from defaults, `file` (if given) and the environment.
+/// A server a service talks to besides its database. A service declares what it uses
+/// (`kit::Service::USES`); in development an unset URL then defaults to the local server, in
+/// production it is a configuration error naming the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uses {
+    /// `redis.url` (or `REDIS_URL`).
+    Redis,
+    /// `amqp.url` (or `AMQP_URL`).
+    RabbitMq,
+}
+
+impl Uses {
+    /// The setting that names the server.
+    pub fn key(self) -> &'static str {
+        match self {
+            Uses::Redis => "redis.url",
+            Uses::RabbitMq => "amqp.url",
+        }
+    }
+
+    /// The shared environment variable that sets it for every service.
+    pub fn shared_env(self) -> &'static str {
+        match self {
+            Uses::Redis => "REDIS_URL",
+            Uses::RabbitMq => "AMQP_URL",
+        }
+    }
+
+    /// Where the server listens on a developer's machine.
+    pub fn local_url(self) -> &'static str {
+        match self {
+            Uses::Redis => "redis://127.0.0.1:6379",
+            Uses::RabbitMq => "amqp://guest:guest@127.0.0.1:5672/%2f",
+        }
+    }
+
+    fn url<A>(self, settings: &mut Settings<A>) -> &mut Option<SecretUrl> {
+        match self {
+            Uses::Redis => &mut settings.redis.url,
+            Uses::RabbitMq => &mut settings.amqp.url,
+        }
+    }
+}
+
+/// Loads settings for `service` from defaults, `file` (if given) and the environment; then, for
+/// each server in `uses` left unset, the local one in development, or an error in production.
 pub fn load<A: AppSettings>(
     service: &str,
     default_port: u16,
+    uses: &[Uses],
     file: Option<&Path>,
 ) -> Result<Settings<A>, ConfigError> {
     let prefix = env_prefix(service);
-    let mut figment = base_figment(service, default_port);
+    let mut figment = base_figment::<A>(service, default_port);
     if let Some(file) = file {
         if !file.is_file() {
             return Err(ConfigError {
@@ -564,24 +648,44 @@ pub fn load<A: AppSettings>(
                 .map(|_| "sentry.dsn".into()),
         )
         .merge(Env::prefixed(&prefix).split("__"));
-    extract(figment, &prefix)
+    let mut settings = extract(figment, &prefix)?;
+    for &server in uses {
+        let environment = settings.environment;
+        let url = server.url(&mut settings);
+        if url.is_none() {
+            match environment {
+                Environment::Development => *url = Some(SecretUrl::new(server.local_url())),
+                Environment::Production => {
+                    return Err(ConfigError::new(
+                        &prefix,
+                        server.key(),
+                        format!(
+                            "required: this service uses it (or set {})",
+                            server.shared_env()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(settings)
 }
 
-/// Defaults only (no file, no environment): what tests start from.
+/// Defaults only (no file, no environment, no server URLs): what tests start from.
 pub fn defaults<A: AppSettings>(
     service: &str,
     default_port: u16,
 ) -> Result<Settings<A>, ConfigError> {
-    extract(base_figment(service, default_port), &env_prefix(service))
+    extract(base_figment::<A>(service, default_port), &env_prefix(service))
 }
 
-fn base_figment(service: &str, default_port: u16) -> Figment {
-    Figment::new()
-        .merge(Serialized::default("http.port", default_port))
-        .merge(Serialized::default(
-            "database.url",
-            format!("postgres://postgres@127.0.0.1:5432/{service}"),
-        ))
+/// Every setting at its default, as the bottom layer: nested sections stay complete whatever
+/// subset of their keys a file or the environment sets.
+fn base_figment<A: AppSettings>(service: &str, default_port: u16) -> Figment {
+    Figment::from(Serialized::defaults(Settings::<A>::built_in(
+        service,
+        default_port,
+    )))
 }
 
 fn extract<A: AppSettings>(figment: Figment, prefix: &str) -> Result<Settings<A>, ConfigError> {

@@ -93,8 +93,106 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator) -> anyhow::Result<usize
 }
 
 async fn applied_count(pool: &PgPool) -> usize {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+    applied_count_in(pool, "_sqlx_migrations").await
+}
+
+/// Successful migrations recorded in `table` (0 when it does not exist yet).
+async fn applied_count_in(pool: &PgPool, table: &str) -> usize {
+    let statement = format!(
+        "SELECT count(*) FROM {} WHERE success",
+        quote_identifier(table)
+    );
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(statement))
         .fetch_one(pool)
         .await
         .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+}
+
+/// Tables that belong to a shared crate's behaviour (bus: `outbox`, `inbox`; kit:
+/// `idempotency`; identity: `users`), defined once by that crate and applied to every service
+/// that uses it. Each has its own migration history (`_sqlx_migrations_<owner>`), so the
+/// crate's migrations and the service's own never share version numbers.
+pub struct SharedSchema {
+    /// The owning crate: names the history table.
+    pub owner: &'static str,
+    /// The crate's migrations (`sqlx::migrate!()` in the owning crate).
+    pub migrator: &'static Migrator,
+    /// Descriptions (file names without the version) of the copies services used to carry in
+    /// their own `migrations/`. The crate's first migration adopts such a table as it is and
+    /// brings it to the one definition; the copy's row is then dropped from the service's
+    /// history, so the service's migrator does not miss the file that is gone.
+    pub replaces: &'static [&'static str],
+}
+
+impl SharedSchema {
+    /// The table recording which of this schema's migrations ran.
+    pub fn history_table(&self) -> String {
+        format!("_sqlx_migrations_{}", self.owner)
+    }
+
+    /// Applies this schema's pending migrations; returns how many were applied.
+    pub async fn apply(&self, pool: &PgPool) -> anyhow::Result<usize> {
+        let mut migrator = Migrator::with_migrations(self.migrator.iter().cloned().collect());
+        migrator.dangerous_set_table_name(self.history_table());
+        let table = self.history_table();
+        let before = applied_count_in(pool, &table).await;
+        migrator
+            .run(pool)
+            .await
+            .with_context(|| format!("the {} tables' migrations failed", self.owner))?;
+        Ok(applied_count_in(pool, &table)
+            .await
+            .saturating_sub(before))
+    }
+}
+
+/// Applies the shared schemas a service uses, forgets the copies they replace, then applies the
+/// service's own migrations. Returns how many migrations were applied in all.
+pub async fn migrate_service(
+    pool: &PgPool,
+    shared: &[&SharedSchema],
+    own: &Migrator,
+) -> anyhow::Result<usize> {
+    let mut applied = 0;
+    for schema in shared {
+        applied += schema.apply(pool).await?;
+    }
+    forget_replaced_copies(pool, shared, own).await?;
+    Ok(applied + migrate(pool, own).await?)
+}
+
+/// Drops from the service's history the rows of migrations that were copies of a shared schema
+/// (same description, a version the service no longer ships).
+async fn forget_replaced_copies(
+    pool: &PgPool,
+    shared: &[&SharedSchema],
+    own: &Migrator,
+) -> anyhow::Result<()> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(());
+    }
+    let replaced: Vec<String> = shared
+        .iter()
+        .flat_map(|schema| schema.replaces.iter().map(|name| (*name).to_owned()))
+        .collect();
+    let kept: Vec<i64> = own.iter().map(|migration| migration.version).collect();
+    let forgotten = sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE description = ANY($1) AND NOT (version = ANY($2))",
+    )
+    .bind(&replaced)
+    .bind(&kept)
+    .execute(pool)
+    .await
+    .context("cannot update the migration history")?
+    .rows_affected();
+    if forgotten > 0 {
+        tracing::info!(
+            forgotten,
+            "migration history: copies of shared tables now owned by their crates"
+        );
+    }
+    Ok(())
 }

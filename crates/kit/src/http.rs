@@ -20,13 +20,14 @@ use tracing::Instrument;
 
 use crate::config::HttpSettings;
 use crate::error::ApiError;
-use crate::health::{self, Check};
+use crate::health::{self, Dependency};
 use crate::request_id;
 use crate::telemetry;
 
 /// What the operational endpoints need.
 pub struct Ops {
-    pub checks: Vec<Arc<dyn Check>>,
+    /// What `/readyz` checks.
+    pub checks: Vec<Dependency>,
     pub openapi_json: String,
 }
 

@@ -7,7 +7,8 @@
 //! that fails (or a process that dies) leaves nothing behind and the client's retry runs anew.
 //! Concurrent requests with one key are told apart with a transaction-scoped advisory lock.
 //!
-//! Every service has the `idempotency` table (a migration from the template).
+//! The `idempotency` table is kit's ([`SCHEMA`]): a service that takes `Idempotency-Key` lists it
+//! in its `kit::Database::shared`, and kit prunes it hourly.
 //!
 //! ```ignore
 //! async fn create(State(s): State<AppState>, request: Idempotent<CreateNote>) -> ApiResult<Response> {
@@ -29,8 +30,18 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::db::SharedSchema;
 use crate::error::ApiError;
 use crate::extract;
+
+/// The `idempotency` table, defined once for every service.
+pub static SCHEMA: SharedSchema = SharedSchema {
+    owner: "kit",
+    migrator: &MIGRATOR,
+    replaces: &["idempotency"],
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 pub static HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -243,4 +254,20 @@ pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
     .execute(db)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Hourly, deletes stored responses past retention, until `shutdown`.
+pub async fn prune_periodically(pool: PgPool, shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match prune(&pool).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned idempotent responses"),
+            Err(err) => tracing::warn!(error = %err, "pruning idempotent responses failed"),
+        }
+    }
 }

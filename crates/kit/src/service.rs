@@ -1,5 +1,13 @@
-//! A service's description, its assembled application, and the command line every service
-//! binary shares (`serve`, `migrate`, `populate`, `check`, `openapi`).
+//! What a service is ([`Service`]), what kit hands it to start from ([`Resources`]), what its
+//! start returns ([`Started`]), the assembled application ([`App`]), and the command line every
+//! service binary shares (`serve`, `migrate`, `populate`, `check`, `openapi`).
+//!
+//! A service is a type implementing [`Service`] in its `lib.rs`; its `main.rs` is
+//! `fn main() -> ExitCode { kit::run::<my_service::MyService>() }`. The wiring is typed: `start`
+//! builds the handlers' state once (pools, verifier, clients) and returns it with its readiness
+//! checks and background tasks; `routes` is an `OpenApiRouter<State>`. A service whose state
+//! cannot be built does not start, and says why; the OpenAPI document is built from the routes
+//! alone, with no state and no connection.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::{self, AppSettings, Settings};
-use crate::health::{self, Check};
+use crate::config::{self, AppSettings, Settings, Uses};
+use crate::db::SharedSchema;
+use crate::health::{self, Check, Dependency};
 use crate::{db, http, telemetry};
 
 /// Loads one scenario's documents for this service into the database, inside the caller's
@@ -29,57 +38,157 @@ pub type PopulateFn = for<'a> fn(
     &'a populator::Scenario,
 ) -> BoxFuture<'a, Result<populator::Report, populator::Error>>;
 
-/// Builds the service's API router (with its state applied) from the shared parts.
-pub type RoutesFn<A> = fn(&Parts<A>) -> OpenApiRouter;
-
-/// Starts a service's background work (event relay, consumers, key rotation...) on
-/// `parts.tasks`, watching `parts.shutdown`, and returns the readiness checks it adds. Runs in
-/// `serve` after migrations and seed data, before the first request is accepted.
-pub type StartFn<A> =
-    for<'a> fn(&'a Parts<A>) -> BoxFuture<'a, anyhow::Result<Vec<Arc<dyn Check>>>>;
-
-/// Operational subcommands of a service beyond the shared ones (e.g. `events parked`).
-pub struct Commands<A: 'static> {
-    /// The subcommands, as clap commands.
-    pub define: fn() -> Vec<clap::Command>,
-    /// Runs the subcommand `name` with its matches; the database is connected and migrated.
-    pub run:
-        for<'a> fn(&'a str, &'a clap::ArgMatches, Parts<A>) -> BoxFuture<'a, anyhow::Result<()>>,
-}
-
-/// What a service is: its name, port, migrations, routes and seed-data loader. A service's
-/// `lib.rs` returns one of these; its `main.rs` hands it to [`run`].
-///
-/// A service with neither migrations nor seed data has no database (the broker): kit then
-/// neither creates, connects to, migrates nor checks one.
-pub struct Service<A: 'static = ()> {
-    pub name: &'static str,
-    pub port: u16,
-    pub version: &'static str,
-    pub description: &'static str,
-    pub migrator: Option<&'static Migrator>,
-    pub routes: RoutesFn<A>,
+/// A service's database: its own migrations, the shared tables it uses, and its seed data.
+pub struct Database {
+    /// The service's own migrations (`sqlx::migrate!()`: `services/<name>/migrations`).
+    pub migrations: &'static Migrator,
+    /// Tables owned by shared crates that the service uses (`bus::SCHEMA`,
+    /// `identity::SCHEMA`, `kit::idempotency::SCHEMA`); applied before the service's own.
+    pub shared: &'static [&'static SharedSchema],
+    /// Loads a scenario's YAML documents (`populator/<scenario>/<service>/`).
     pub populate: Option<PopulateFn>,
-    pub start: Option<StartFn<A>>,
-    pub commands: Option<Commands<A>>,
 }
 
-/// What a service's routes and background tasks are built from.
+impl Database {
+    fn uses(&self, schema: &SharedSchema) -> bool {
+        self.shared.iter().any(|s| std::ptr::eq(*s, schema))
+    }
+}
+
+/// A Hatchery service. Implemented by one type in the service's `lib.rs`:
+///
+/// ```ignore
+/// pub struct Template;
+///
+/// impl kit::Service for Template {
+///     type Config = config::Config;
+///     type State = http::AppState;
+///     const NAME: &'static str = "template";
+///     const PORT: u16 = 8005;
+///     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+///     const DESCRIPTION: &'static str = env!("CARGO_PKG_DESCRIPTION");
+///     const DATABASE: Option<kit::Database> = Some(kit::Database { ... });
+///     const USES: &'static [kit::Uses] = &[kit::Uses::Redis, kit::Uses::RabbitMq];
+///
+///     fn routes() -> OpenApiRouter<http::AppState> { http::router() }
+///
+///     async fn start(resources: &kit::Resources<Config>) -> anyhow::Result<kit::Started<http::AppState>> {
+///         let state = http::AppState { db: resources.db.clone(), ... };
+///         Ok(kit::Started::new(state))
+///     }
+/// }
+/// ```
+pub trait Service: Sized + 'static {
+    /// The service's own settings: the `[app]` section, `<SERVICE>__APP__<KEY>`.
+    type Config: AppSettings;
+    /// What the handlers share, built once by [`Service::start`].
+    type State: Clone + Send + Sync + 'static;
+
+    /// URL prefix (`/api/<name>/v1`), database, environment prefix, scenario folder.
+    const NAME: &'static str;
+    /// Default local port.
+    const PORT: u16;
+    const VERSION: &'static str;
+    const DESCRIPTION: &'static str;
+    /// `None`: the service has no database (the broker); kit neither creates, connects to,
+    /// migrates nor checks one.
+    const DATABASE: Option<Database>;
+    /// The servers the service talks to besides its database: in development their URLs
+    /// default to the local servers; in production an unset one stops the start.
+    const USES: &'static [Uses] = &[];
+
+    /// Every route, generic over the state: the OpenAPI document is built from these alone.
+    fn routes() -> OpenApiRouter<Self::State>;
+
+    /// Builds the state and everything that runs beside the handlers. Runs in `serve` after
+    /// migrations and seed data, before the first request is accepted; an error stops the
+    /// start with its message.
+    fn start(
+        resources: &Resources<Self::Config>,
+    ) -> impl Future<Output = anyhow::Result<Started<Self::State>>> + Send;
+
+    /// Operational subcommands beyond the shared ones (e.g. `events parked`).
+    fn commands() -> Vec<clap::Command> {
+        Vec::new()
+    }
+
+    /// Runs the subcommand `name` (one of [`Service::commands`]); the database is connected and
+    /// migrated.
+    fn run_command(
+        name: &str,
+        matches: &clap::ArgMatches,
+        resources: Resources<Self::Config>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let _ = (matches, resources);
+        async move { anyhow::bail!("no such command: {name}") }
+    }
+}
+
+/// What kit prepared for a service before its `start`: settings, the database pool, the
+/// shutdown signal and the tracker of background work.
 #[derive(Clone)]
-pub struct Parts<A> {
+pub struct Resources<A> {
     pub name: &'static str,
     pub settings: Arc<Settings<A>>,
+    /// The service's database (for a service without one, a pool that never connects).
     pub db: PgPool,
     /// Cancelled when the service starts shutting down.
     pub shutdown: CancellationToken,
-    /// Background tasks: awaited (within the grace period) before the process exits.
+    /// Work started while serving (a mail sent after the response, a websocket connection):
+    /// awaited, within the grace period, before the process exits.
     pub tasks: TaskTracker,
-    /// Values the `start` hook hands on to `routes` (which runs after it), keyed by type: e.g.
-    /// the broker's hub, fed by the Redis task `start` spawned.
-    pub extensions: Arc<std::sync::Mutex<::http::Extensions>>,
 }
 
-/// A service ready to serve: database migrated and populated, router assembled.
+/// A background task: named, so an early end is logged with the name.
+type Task = (&'static str, BoxFuture<'static, ()>);
+
+/// What a service's `start` built: the handlers' state, what `/readyz` checks besides the
+/// database, and the background tasks to run until shutdown.
+pub struct Started<S> {
+    state: S,
+    checks: Vec<Dependency>,
+    tasks: Vec<Task>,
+}
+
+impl<S> Started<S> {
+    pub fn new(state: S) -> Self {
+        Self {
+            state,
+            checks: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// `/readyz` answers 503 while `check` fails: the service cannot serve without it.
+    pub fn ready_when(mut self, check: impl Check + 'static) -> Self {
+        self.checks.push(Dependency::required(check));
+        self
+    }
+
+    /// `/readyz` answers 200 `degraded` while `check` fails: the service still serves.
+    pub fn degraded_without(mut self, check: impl Check + 'static) -> Self {
+        self.checks.push(Dependency::degrading(check));
+        self
+    }
+
+    /// A task that runs until the service shuts down (it watches `Resources::shutdown` and
+    /// logs its own failures); ending before that is logged as a warning with `name`.
+    pub fn task(mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.tasks.push((name, Box::pin(task)));
+        self
+    }
+
+    /// Runs `wire` on this value: for crates that add their checks and tasks (`bus::wire`).
+    pub fn with(self, wire: impl FnOnce(Self) -> anyhow::Result<Self>) -> anyhow::Result<Self> {
+        wire(self)
+    }
+
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+}
+
+/// A service ready to serve: database migrated and populated, state built, router assembled.
 pub struct App {
     name: &'static str,
     router: Router,
@@ -88,140 +197,155 @@ pub struct App {
     grace: Duration,
 }
 
-impl<A: AppSettings> Service<A> {
-    /// Settings from defaults, the optional file and the environment.
-    pub fn load_settings(&self, file: Option<&Path>) -> Result<Settings<A>, config::ConfigError> {
-        config::load(self.name, self.port, file)
-    }
+/// Settings from defaults, the optional file and the environment.
+pub fn load_settings<S: Service>(
+    file: Option<&Path>,
+) -> Result<Settings<S::Config>, config::ConfigError> {
+    config::load(S::NAME, S::PORT, S::USES, file)
+}
 
-    /// Built-in defaults only (tests start here and change what they need).
-    pub fn default_settings(&self) -> Result<Settings<A>, config::ConfigError> {
-        config::defaults(self.name, self.port)
-    }
+/// Built-in defaults only, with no server URLs: tests start here and set what they use.
+pub fn default_settings<S: Service>() -> Result<Settings<S::Config>, config::ConfigError> {
+    config::defaults(S::NAME, S::PORT)
+}
 
-    /// Connects (creating the database in development), migrates, loads the configured
-    /// scenario and assembles the router. A bad scenario file fails here, so the service
-    /// refuses to start with the file and line in the message.
-    pub async fn build(&self, settings: Settings<A>) -> anyhow::Result<App> {
-        if !self.has_database() {
+/// Connects (creating the database in development), migrates, loads the configured scenario,
+/// runs the service's `start` and assembles the router. A bad scenario file or a state that
+/// cannot be built fails here, so the service refuses to start and says why.
+pub async fn build<S: Service>(settings: Settings<S::Config>) -> anyhow::Result<App> {
+    let resources = match &S::DATABASE {
+        None => {
             let pool = db::connect_lazy(&settings.database)?;
-            let parts = self.parts(settings, pool);
-            let extra_checks = match self.start {
-                Some(start) => start(&parts).await.context("starting background work")?,
-                None => Vec::new(),
-            };
-            return Ok(self.assemble(parts, extra_checks).0);
+            resources::<S>(settings, pool)
         }
-        let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
-        if settings.database.migrate_on_start {
-            self.migrate(&pool).await?;
+        Some(database) => {
+            let pool =
+                db::connect(&settings.database, settings.create_database_if_missing()).await?;
+            if settings.database.migrate_on_start {
+                migrate::<S>(&pool).await?;
+            }
+            if let Some(scenario) = settings.populate.scenario.clone() {
+                populate::<S>(&pool, &settings.populate.dir, &scenario).await?;
+            }
+            let resources = resources::<S>(settings, pool);
+            if database.uses(&crate::idempotency::SCHEMA) {
+                let (db, shutdown) = (resources.db.clone(), resources.shutdown.clone());
+                resources
+                    .tasks
+                    .spawn(crate::idempotency::prune_periodically(db, shutdown));
+            }
+            resources
         }
-        if let Some(scenario) = settings.populate.scenario.clone() {
-            self.populate(&pool, &settings.populate.dir, &scenario)
-                .await?;
+    };
+    let started = match S::start(&resources).await {
+        Ok(started) => started,
+        Err(err) => {
+            resources.shutdown.cancel();
+            return Err(err.context(format!("{} cannot start", S::NAME)));
         }
-        let parts = self.parts(settings, pool);
-        parts
-            .tasks
-            .spawn(prune_idempotency(parts.db.clone(), parts.shutdown.clone()));
-        let extra_checks = match self.start {
-            Some(start) => start(&parts).await.context("starting background work")?,
-            None => Vec::new(),
-        };
-        Ok(self.assemble(parts, extra_checks).0)
-    }
+    };
+    Ok(assemble::<S>(resources, started))
+}
 
-    /// Whether this service owns a database (see [`Service`]).
-    pub fn has_database(&self) -> bool {
-        self.migrator.is_some() || self.populate.is_some()
+fn resources<S: Service>(settings: Settings<S::Config>, pool: PgPool) -> Resources<S::Config> {
+    Resources {
+        name: S::NAME,
+        settings: Arc::new(settings),
+        db: pool,
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
     }
+}
 
-    fn parts(&self, settings: Settings<A>, pool: PgPool) -> Parts<A> {
-        Parts {
-            name: self.name,
-            settings: Arc::new(settings),
-            db: pool,
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            extensions: Arc::default(),
-        }
+/// Applies the service's pending migrations: the shared tables it uses, then its own.
+pub async fn migrate<S: Service>(pool: &PgPool) -> anyhow::Result<usize> {
+    let Some(database) = &S::DATABASE else {
+        return Ok(0);
+    };
+    let applied = db::migrate_service(pool, database.shared, database.migrations).await?;
+    if applied > 0 {
+        tracing::info!(applied, "applied migrations");
     }
+    Ok(applied)
+}
 
-    /// Applies this service's pending migrations.
-    pub async fn migrate(&self, pool: &PgPool) -> anyhow::Result<usize> {
-        let Some(migrator) = self.migrator else {
-            return Ok(0);
-        };
-        let applied = db::migrate(pool, migrator).await?;
-        if applied > 0 {
-            tracing::info!(applied, "applied migrations");
-        }
-        Ok(applied)
+/// Loads `scenario` from `dir` in one transaction: all of it, or nothing.
+pub async fn populate<S: Service>(
+    pool: &PgPool,
+    dir: &Path,
+    scenario: &str,
+) -> anyhow::Result<populator::Report> {
+    let Some(populate) = S::DATABASE.as_ref().and_then(|d| d.populate) else {
+        return Ok(populator::Report::default());
+    };
+    let scenario = populator::Scenario::open(dir, scenario)
+        .map_err(|err| anyhow::anyhow!("cannot load scenario: {err}"))?;
+    let mut tx = pool.begin().await?;
+    let report = populate(&mut tx, &scenario)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot load scenario {}: {err}", scenario.name()))?;
+    tx.commit().await?;
+    tracing::info!(scenario = scenario.name(), %report, "populated");
+    Ok(report)
+}
+
+/// The service's OpenAPI document, built from its routes alone (no state, no connection).
+pub fn openapi<S: Service>() -> utoipa::openapi::OpenApi {
+    let (_, mut document) = S::routes().split_for_parts();
+    crate::openapi::finish(
+        &mut document,
+        &crate::openapi::About {
+            name: S::NAME,
+            version: S::VERSION,
+            description: S::DESCRIPTION,
+        },
+    );
+    document
+}
+
+/// [`openapi`] as pretty JSON.
+pub fn openapi_json<S: Service>() -> String {
+    openapi::<S>()
+        .to_pretty_json()
+        .unwrap_or_else(|err| format!("{{\"error\": \"cannot render the document: {err}\"}}"))
+}
+
+fn assemble<S: Service>(resources: Resources<S::Config>, started: Started<S::State>) -> App {
+    let Started {
+        state,
+        checks: extra_checks,
+        tasks,
+    } = started;
+    let settings = resources.settings.clone();
+    let (api, _) = S::routes().with_state(state).split_for_parts();
+    let mut checks = Vec::new();
+    if S::DATABASE.is_some() {
+        checks.push(Dependency::required(health::Database(resources.db.clone())));
     }
-
-    /// Loads `scenario` from `dir` in one transaction: all of it, or nothing.
-    pub async fn populate(
-        &self,
-        pool: &PgPool,
-        dir: &Path,
-        scenario: &str,
-    ) -> anyhow::Result<populator::Report> {
-        let Some(populate) = self.populate else {
-            return Ok(populator::Report::default());
-        };
-        let scenario = populator::Scenario::open(dir, scenario)
-            .map_err(|err| anyhow::anyhow!("cannot load scenario: {err}"))?;
-        let mut tx = pool.begin().await?;
-        let report = populate(&mut tx, &scenario)
-            .await
-            .map_err(|err| anyhow::anyhow!("cannot load scenario {}: {err}", scenario.name()))?;
-        tx.commit().await?;
-        tracing::info!(scenario = scenario.name(), %report, "populated");
-        Ok(report)
+    checks.extend(extra_checks);
+    for (name, task) in tasks {
+        let shutdown = resources.shutdown.clone();
+        resources.tasks.spawn(async move {
+            task.await;
+            if !shutdown.is_cancelled() {
+                tracing::warn!(task = name, "background task ended before shutdown");
+            }
+        });
     }
-
-    fn assemble(&self, parts: Parts<A>, extra_checks: Vec<Arc<dyn Check>>) -> (App, String) {
-        let settings = parts.settings.clone();
-        let (api, mut openapi) = (self.routes)(&parts).split_for_parts();
-        openapi.info.title = format!("Hatchery {} service", self.name);
-        openapi.info.version = self.version.to_owned();
-        openapi.info.description = Some(self.description.to_owned());
-        let openapi_json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
-        let mut checks: Vec<Arc<dyn Check>> = Vec::new();
-        if self.has_database() {
-            checks.push(Arc::new(health::Database(parts.db.clone())));
-        }
-        if let Some(url) = &settings.redis.url
-            && let Ok(redis) = health::Redis::new(url)
-        {
-            checks.push(Arc::new(redis));
-        }
-        if let Some(url) = &settings.amqp.url {
-            checks.push(Arc::new(health::Amqp(url.clone())));
-        }
-        checks.extend(extra_checks);
-        let router = http::stack(
-            api,
-            http::Ops {
-                checks,
-                openapi_json: openapi_json.clone(),
-            },
-            &settings.http,
-        );
-        let app = App {
-            name: self.name,
-            router,
-            shutdown: parts.shutdown,
-            tasks: parts.tasks,
-            grace: settings.http.shutdown_grace,
-        };
-        (app, openapi_json)
-    }
-
-    /// The OpenAPI document, built without touching the database.
-    pub fn openapi_json(&self, settings: Settings<A>) -> anyhow::Result<String> {
-        let pool = db::connect_lazy(&settings.database)?;
-        Ok(self.assemble(self.parts(settings, pool), Vec::new()).1)
+    let router = http::stack(
+        api,
+        http::Ops {
+            checks,
+            openapi_json: openapi_json::<S>(),
+        },
+        &settings.http,
+    );
+    App {
+        name: S::NAME,
+        router,
+        shutdown: resources.shutdown,
+        tasks: resources.tasks,
+        grace: settings.http.shutdown_grace,
     }
 }
 
@@ -289,28 +413,6 @@ impl App {
     }
 }
 
-/// Hourly, deletes stored idempotent responses past retention (services with the table).
-async fn prune_idempotency(pool: PgPool, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let has_table: Result<bool, _> =
-            sqlx::query_scalar("SELECT to_regclass('idempotency') IS NOT NULL")
-                .fetch_one(&pool)
-                .await;
-        if let Ok(true) = has_table {
-            match crate::idempotency::prune(&pool).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned idempotent responses"),
-                Err(err) => tracing::warn!(error = %err, "pruning idempotent responses failed"),
-            }
-        }
-    }
-}
-
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let interrupt = async {
@@ -364,17 +466,13 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Runs a service binary: parses the command line, loads settings (exit code 2 on a bad one)
 /// and runs the command on a Tokio runtime.
-pub fn run<A: AppSettings>(service: Service<A>) -> ExitCode {
-    let extra = service
-        .commands
-        .as_ref()
-        .map(|c| (c.define)())
-        .unwrap_or_default();
+pub fn run<S: Service>() -> ExitCode {
+    let extra = S::commands();
     let extra_names: Vec<String> = extra.iter().map(|c| c.get_name().to_owned()).collect();
     let matches = Cli::command()
-        .name(service.name)
-        .version(service.version)
-        .about(service.description)
+        .name(S::NAME)
+        .version(S::VERSION)
+        .about(S::DESCRIPTION)
         .subcommands(extra)
         .get_matches();
     let config_file = matches.get_one::<PathBuf>("config").cloned();
@@ -385,57 +483,63 @@ pub fn run<A: AppSettings>(service: Service<A>) -> ExitCode {
             Err(err) => err.exit(),
         },
     };
-    let settings = match service.load_settings(config_file.as_deref()) {
+    if let Some(Cli {
+        command: Some(Command::Openapi),
+        ..
+    }) = cli
+    {
+        // The document comes from the routes alone: no settings, no runtime, no connection.
+        println!("{}", openapi_json::<S>());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match load_settings::<S>(config_file.as_deref()) {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("{}: {err}", service.name);
+            eprintln!("{}: {err}", S::NAME);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("{}: cannot start the async runtime: {err}", service.name);
+            eprintln!("{}: cannot start the async runtime: {err}", S::NAME);
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async {
         let environment = format!("{:?}", settings.environment).to_lowercase();
-        let _telemetry =
-            telemetry::init(service.name, &environment, &settings.log, &settings.sentry);
+        let _telemetry = telemetry::init(S::NAME, &environment, &settings.log, &settings.sentry);
         let Some(cli) = cli else {
-            return extra_command(&service, settings, &matches).await;
+            return extra_command::<S>(settings, &matches).await;
         };
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(&service, settings).await,
-            Command::Migrate => migrate(&service, settings).await,
-            Command::Populate { scenario } => populate(&service, settings, &scenario).await,
-            Command::Check => check(&service, settings).await,
-            Command::Openapi => service
-                .openapi_json(settings)
-                .map(|json| println!("{json}")),
+            Command::Serve => serve::<S>(settings).await,
+            Command::Migrate => migrate_command::<S>(settings).await,
+            Command::Populate { scenario } => populate_command::<S>(settings, &scenario).await,
+            Command::Check => check::<S>(settings).await,
+            Command::Openapi => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %format!("{err:#}"), "{} failed", service.name);
-            eprintln!("{}: error: {err:#}", service.name);
+            tracing::error!(error = %format!("{err:#}"), "{} failed", S::NAME);
+            eprintln!("{}: error: {err:#}", S::NAME);
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> anyhow::Result<()> {
+async fn serve<S: Service>(settings: Settings<S::Config>) -> anyhow::Result<()> {
     let started = Instant::now();
     let address = (settings.http.host.clone(), settings.http.port);
-    let app = service.build(settings).await?;
+    let app = build::<S>(settings).await?;
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
     let local = listener.local_addr()?;
     tracing::info!(
-        service = service.name,
+        service = S::NAME,
         address = %format!("http://{local}"),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening"
@@ -443,44 +547,46 @@ async fn serve<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> a
     app.serve(listener, shutdown_signal()).await
 }
 
-async fn extra_command<A: AppSettings>(
-    service: &Service<A>,
-    settings: Settings<A>,
+async fn connect_and_migrate<S: Service>(
+    settings: &Settings<S::Config>,
+) -> anyhow::Result<PgPool> {
+    if S::DATABASE.is_none() {
+        return db::connect_lazy(&settings.database);
+    }
+    let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
+    migrate::<S>(&pool).await?;
+    Ok(pool)
+}
+
+async fn extra_command<S: Service>(
+    settings: Settings<S::Config>,
     matches: &clap::ArgMatches,
 ) -> anyhow::Result<()> {
-    let (Some(commands), Some((name, sub))) = (&service.commands, matches.subcommand()) else {
+    let Some((name, sub)) = matches.subcommand() else {
         anyhow::bail!("no such command");
     };
-    let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
-    service.migrate(&pool).await?;
-    (commands.run)(name, sub, service.parts(settings, pool)).await
+    let pool = connect_and_migrate::<S>(&settings).await?;
+    S::run_command(name, sub, resources::<S>(settings, pool)).await
 }
 
-async fn migrate<A: AppSettings>(
-    service: &Service<A>,
-    settings: Settings<A>,
-) -> anyhow::Result<()> {
+async fn migrate_command<S: Service>(settings: Settings<S::Config>) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
-    let applied = service.migrate(&pool).await?;
-    println!("{}: {applied} migration(s) applied", service.name);
+    let applied = migrate::<S>(&pool).await?;
+    println!("{}: {applied} migration(s) applied", S::NAME);
     Ok(())
 }
 
-async fn populate<A: AppSettings>(
-    service: &Service<A>,
-    settings: Settings<A>,
+async fn populate_command<S: Service>(
+    settings: Settings<S::Config>,
     scenario: &str,
 ) -> anyhow::Result<()> {
-    let pool = db::connect(&settings.database, settings.create_database_if_missing()).await?;
-    service.migrate(&pool).await?;
-    let report = service
-        .populate(&pool, &settings.populate.dir, scenario)
-        .await?;
-    println!("{}: scenario {scenario}: {report}", service.name);
+    let pool = connect_and_migrate::<S>(&settings).await?;
+    let report = populate::<S>(&pool, &settings.populate.dir, scenario).await?;
+    println!("{}: scenario {scenario}: {report}", S::NAME);
     Ok(())
 }
 
-async fn check<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> anyhow::Result<()> {
+async fn check<S: Service>(settings: Settings<S::Config>) -> anyhow::Result<()> {
     println!(
         "{:<10} ok    {} environment, port {}",
         "config",
@@ -488,21 +594,32 @@ async fn check<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> a
         settings.http.port
     );
     let mut checks: Vec<(Arc<dyn Check>, String)> = Vec::new();
-    if service.has_database() {
+    if S::DATABASE.is_some() {
         checks.push((
             Arc::new(health::Database(db::connect_lazy(&settings.database)?)),
             settings.database.url.redacted(),
         ));
     }
-    if let Some(url) = &settings.redis.url {
-        let redis = health::Redis::new(url).map_err(|err| anyhow::anyhow!("redis.url: {err}"))?;
-        checks.push((Arc::new(redis), url.redacted()));
+    for server in S::USES {
+        let target = match server {
+            Uses::Redis => settings.redis.url.as_ref(),
+            Uses::RabbitMq => settings.amqp.url.as_ref(),
+        };
+        let Some(url) = target else { continue };
+        let check: Arc<dyn Check> = match server {
+            Uses::Redis => Arc::new(crate::redis::RedisCheck(crate::redis::connect(url)?)),
+            Uses::RabbitMq => Arc::new(health::Amqp(url.clone())),
+        };
+        checks.push((check, url.redacted()));
     }
-    if let Some(url) = &settings.amqp.url {
-        checks.push((Arc::new(health::Amqp(url.clone())), url.redacted()));
-    }
-    let only: Vec<Arc<dyn Check>> = checks.iter().map(|(c, _)| c.clone()).collect();
-    let readiness = health::probe(&only).await;
+    let dependencies: Vec<Dependency> = checks
+        .iter()
+        .map(|(check, _)| Dependency {
+            check: check.clone(),
+            required: true,
+        })
+        .collect();
+    let readiness = health::probe(&dependencies).await;
     for (check, target) in &checks {
         let Some(status) = readiness.checks.get(check.name()) else {
             continue;
@@ -516,7 +633,7 @@ async fn check<A: AppSettings>(service: &Service<A>, settings: Settings<A>) -> a
             Some(error) => println!("{:<10} DOWN  {target}: {error}", check.name()),
         }
     }
-    if readiness.is_ready() {
+    if readiness.all_up() {
         Ok(())
     } else {
         anyhow::bail!("some dependencies are down")

@@ -39,43 +39,32 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Spawns `service` with its default settings on a fresh database.
-    pub async fn spawn<A>(service: Service<A>) -> TestApp
-    where
-        A: kit::config::AppSettings,
-    {
-        Self::spawn_with(service, |_| {}).await
+    /// Spawns service `S` with its default settings on a fresh database.
+    pub async fn spawn<S: Service>() -> TestApp {
+        Self::spawn_with::<S>(|_| {}).await
     }
 
-    /// Spawns `service` after `configure` adjusts its settings (scenario, limits, ...).
-    pub async fn spawn_with<A>(
-        service: Service<A>,
-        configure: impl FnOnce(&mut Settings<A>),
-    ) -> TestApp
-    where
-        A: kit::config::AppSettings,
-    {
-        Self::try_spawn_with(service, configure)
+    /// Spawns service `S` after `configure` adjusts its settings (scenario, limits, ...).
+    pub async fn spawn_with<S: Service>(
+        configure: impl FnOnce(&mut Settings<S::Config>),
+    ) -> TestApp {
+        Self::try_spawn_with::<S>(configure)
             .await
             .expect("service starts")
     }
 
     /// Like [`Self::spawn_with`], returning the start-up error instead of panicking.
-    pub async fn try_spawn_with<A>(
-        service: Service<A>,
-        configure: impl FnOnce(&mut Settings<A>),
-    ) -> anyhow::Result<TestApp>
-    where
-        A: kit::config::AppSettings,
-    {
+    pub async fn try_spawn_with<S: Service>(
+        configure: impl FnOnce(&mut Settings<S::Config>),
+    ) -> anyhow::Result<TestApp> {
         init_logs();
         let database = TestDb::create().await;
-        let mut settings = service.default_settings()?;
+        let mut settings = kit::service::default_settings::<S>()?;
         settings.database.url = kit::SecretUrl::new(database.url());
         settings.populate.dir = workspace_root().join("populator");
         settings.http.port = 0;
         configure(&mut settings);
-        let app = service.build(settings).await?;
+        let app = kit::service::build::<S>(settings).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

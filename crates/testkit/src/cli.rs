@@ -6,8 +6,11 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 /// `binary` (a test's `env!("CARGO_BIN_EXE_<name>")`) run from the repository root with JSON
-/// logs and none of the shared fallbacks (`REDIS_URL`, ...) leaking in from the environment.
+/// logs and none of the shared fallbacks (`REDIS_URL`, ...) leaking in from the environment. In
+/// development a service reaches the local Redis and RabbitMQ by default; its exchange and
+/// queues are named under the `test-cli` prefix, apart from a platform running locally.
 pub fn command(binary: &str, service: &str) -> Command {
+    let prefix = service.to_uppercase();
     let mut command = Command::new(binary);
     command
         .current_dir(crate::workspace_root())
@@ -15,14 +18,58 @@ pub fn command(binary: &str, service: &str) -> Command {
         .env_remove("REDIS_URL")
         .env_remove("AMQP_URL")
         .env_remove("SENTRY_DSN")
-        .env(format!("{}__LOG__FORMAT", service.to_uppercase()), "json")
+        .env(format!("{prefix}__LOG__FORMAT"), "json")
+        .env(format!("{prefix}__AMQP__PREFIX"), "test-cli")
         .stdin(Stdio::null());
     command
 }
 
-/// Runs `command` to completion: its output, stdout and stderr as text.
+/// For each `(variable, value, key)`: the binary run by `command()` with `variable=value` and
+/// `args` exits with code 2 and a message naming `key` as invalid configuration.
+pub fn assert_config_errors(
+    mut command: impl FnMut() -> Command,
+    args: &[&str],
+    cases: &[(&str, &str, &str)],
+) {
+    for (variable, value, key) in cases {
+        let (output, _, stderr) = run(command().args(args).env(variable, value));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value} should exit 2: {stderr}"
+        );
+        assert!(
+            stderr.contains("invalid configuration") && stderr.contains(key),
+            "{variable}={value} should name {key}: {stderr}"
+        );
+    }
+}
+
+/// How long a one-shot command may run before the test gives up on it (a command that was
+/// expected to stop but serves instead must fail the test, not hang it).
+const ONE_SHOT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `command` to completion (killed and failing the test after a minute): its output,
+/// stdout and stderr as text.
 pub fn run(command: &mut Command) -> (Output, String, String) {
-    let output = command.output().expect("run the service binary");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the service binary");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if finished.recv_timeout(ONE_SHOT_LIMIT).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    });
+    let output = child.wait_with_output().expect("run the service binary");
+    let _ = done.send(());
+    assert!(
+        output.status.code().is_some(),
+        "the command did not finish within {ONE_SHOT_LIMIT:?} (killed): {command:?}"
+    );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output, stdout, stderr)

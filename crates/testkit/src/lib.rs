@@ -1,7 +1,7 @@
 //! Test helpers: a fresh database per test and a service running for real on a local port.
 //!
 //! ```ignore
-//! let app = testkit::TestApp::spawn(template::service()).await;
+//! let app = testkit::TestApp::spawn::<template::Template>().await;
 //! let response = app.get("/api/template/v1/notes").await;
 //! ```
 

@@ -2,7 +2,7 @@
 //! deliberately bad tokens a verifier must refuse.
 //!
 //! ```ignore
-//! let app = TestApp::spawn_with(template::service(), testkit::tokens::trust).await;
+//! let app = TestApp::spawn_with::<template::Template>(testkit::tokens::trust).await;
 //! let ada = testkit::tokens::user(ADA).admin().mint();
 //! let response = app.with_token(&ada).get("/api/template/v1/notes").await;
 //! ```

@@ -12,19 +12,15 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use futures_util::future::BoxFuture;
-use kit::Parts;
+use kit::Resources;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::domain::{OpaqueToken, Scopes};
 use crate::store::{clients, keys as key_store};
 
-pub fn commands() -> kit::Commands<Config> {
-    kit::Commands { define, run }
-}
-
-fn define() -> Vec<Command> {
+/// The subcommands, for `kit::Service::commands`.
+pub fn define() -> Vec<Command> {
     let mut commands = vec![
         Command::new("keys")
             .about("Manage the token signing keys")
@@ -53,30 +49,29 @@ fn define() -> Vec<Command> {
     commands
 }
 
-fn run<'a>(
-    name: &'a str,
-    matches: &'a ArgMatches,
-    parts: Parts<Config>,
-) -> BoxFuture<'a, anyhow::Result<()>> {
-    Box::pin(async move {
-        let output = match name {
-            "keys" => keys(matches, &parts).await?,
-            "clients" => clients(matches, &parts).await?,
-            _ => return bus::ops::run(name, matches, parts).await,
-        };
-        print!("{output}");
-        Ok(())
-    })
+/// Runs subcommand `name`, for `kit::Service::run_command`.
+pub async fn run(
+    name: &str,
+    matches: &ArgMatches,
+    resources: Resources<Config>,
+) -> anyhow::Result<()> {
+    let output = match name {
+        "keys" => keys(matches, &resources).await?,
+        "clients" => clients(matches, &resources).await?,
+        _ => return bus::ops::run(name, matches, resources).await,
+    };
+    print!("{output}");
+    Ok(())
 }
 
-async fn keys(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<String> {
+async fn keys(matches: &ArgMatches, resources: &Resources<Config>) -> anyhow::Result<String> {
     let mut out = String::new();
     match matches.subcommand_name() {
         Some("rotate") => {
-            let settings = &parts.settings;
+            let settings = &resources.settings;
             let keep = crate::keep_retired_keys(settings);
             let rotation =
-                crate::keys::rotate(&parts.db, settings.app.key_publish_delay, keep).await?;
+                crate::keys::rotate(&resources.db, settings.app.key_publish_delay, keep).await?;
             writeln!(
                 out,
                 "new key: {} (published now, signs from {})",
@@ -101,7 +96,7 @@ async fn keys(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<Str
         }
         Some("list") => {
             let now = chrono::Utc::now();
-            for key in key_store::all(&parts.db).await? {
+            for key in key_store::all(&resources.db).await? {
                 let state = match key.retired_at {
                     _ if key.activates_at > now => {
                         format!("signs from {}", key.activates_at.to_rfc3339())
@@ -123,7 +118,7 @@ async fn keys(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<Str
     Ok(out)
 }
 
-async fn clients(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<String> {
+async fn clients(matches: &ArgMatches, resources: &Resources<Config>) -> anyhow::Result<String> {
     let mut out = String::new();
     match matches.subcommand() {
         Some(("create", sub)) => {
@@ -149,7 +144,7 @@ async fn clients(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<
             let scopes = Scopes::parse(&scopes).map_err(|why| anyhow::anyhow!("--scope: {why}"))?;
             let id = Uuid::now_v7();
             let secret = OpaqueToken::generate()?;
-            clients::insert_if_absent(&parts.db, id, &name, &secret.digest(), &scopes)
+            clients::insert_if_absent(&resources.db, id, &name, &secret.digest(), &scopes)
                 .await
                 .map_err(|err| match kit::error::violated_constraint(&err) {
                     Some("clients_name_key") => {
@@ -166,7 +161,7 @@ async fn clients(matches: &ArgMatches, parts: &Parts<Config>) -> anyhow::Result<
             )?;
         }
         Some(("list", _)) => {
-            for client in clients::list(&parts.db).await? {
+            for client in clients::list(&resources.db).await? {
                 let state = if client.disabled_at.is_some() {
                     "  disabled"
                 } else {

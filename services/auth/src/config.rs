@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Lifetime of a user's access token (`exp - iat`).
@@ -94,7 +94,7 @@ impl Default for Config {
 /// Argon2id cost. The defaults are OWASP's recommendation (m = 19 MiB, t = 2, p = 1); hashes
 /// carry their parameters, so raising them later still verifies old hashes, and a login
 /// re-hashes a password stored with other parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Argon2Settings {
     pub memory_kib: u32,
@@ -114,7 +114,7 @@ impl Default for Argon2Settings {
 
 /// Requests allowed per client address and per email address within a window (fixed windows
 /// counted in Redis). Beyond it: 429 `rate_limited` with `Retry-After`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     pub per_ip: u32,
@@ -123,7 +123,7 @@ pub struct Limit {
     pub window: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
     /// Off = no limits at all (benchmarks).

@@ -61,11 +61,6 @@ pub async fn restored(tx: &mut Tx<'_>, user: &UserRow, actor: Uuid) -> sqlx::Res
         .map(|_| ())
 }
 
-/// `template` with `{token}` replaced.
-fn link(template: &str, token: &OpaqueToken) -> String {
-    template.replace("{token}", token.expose())
-}
-
 /// Creates an email-verification token for `user` (valid for `ttl`) and publishes the
 /// request for the mail.
 pub async fn request_verification(
@@ -74,24 +69,14 @@ pub async fn request_verification(
     ttl: std::time::Duration,
     url_template: &str,
 ) -> anyhow::Result<()> {
-    let token = OpaqueToken::generate()?;
-    let expires_at = expiry(ttl)?;
-    one_time::insert(
-        &mut **tx,
-        Purpose::VerifyEmail,
-        &token.digest(),
-        user.id,
-        &user.email,
-        expires_at,
-    )
-    .await?;
+    let link = issue_link(tx, user, Purpose::VerifyEmail, ttl, url_template).await?;
     let event = EmailVerificationRequested {
         user: user.uuid,
         email: user.email.clone(),
         name: user.name.clone(),
-        url: link(url_template, &token),
-        token: token.into_string(),
-        expires_at,
+        url: link.url,
+        token: link.token,
+        expires_at: link.expires_at,
     };
     bus::enqueue_as(tx, &event, user.uuid).await?;
     Ok(())
@@ -104,27 +89,51 @@ pub async fn request_password_reset(
     ttl: std::time::Duration,
     url_template: &str,
 ) -> anyhow::Result<()> {
+    let link = issue_link(tx, user, Purpose::ResetPassword, ttl, url_template).await?;
+    let event = PasswordResetRequested {
+        user: user.uuid,
+        email: user.email.clone(),
+        name: user.name.clone(),
+        url: link.url,
+        token: link.token,
+        expires_at: link.expires_at,
+    };
+    bus::enqueue_as(tx, &event, user.uuid).await?;
+    Ok(())
+}
+
+/// A single-use link for a mail: its token (stored only as a digest) and the full URL.
+struct Link {
+    token: String,
+    url: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Stores a new one-time token for `purpose` (valid for `ttl`), sent to the user's current
+/// address, and builds its link from `url_template`.
+async fn issue_link(
+    tx: &mut Tx<'_>,
+    user: &UserRow,
+    purpose: Purpose,
+    ttl: std::time::Duration,
+    url_template: &str,
+) -> anyhow::Result<Link> {
     let token = OpaqueToken::generate()?;
     let expires_at = expiry(ttl)?;
     one_time::insert(
         &mut **tx,
-        Purpose::ResetPassword,
+        purpose,
         &token.digest(),
         user.id,
         &user.email,
         expires_at,
     )
     .await?;
-    let event = PasswordResetRequested {
-        user: user.uuid,
-        email: user.email.clone(),
-        name: user.name.clone(),
-        url: link(url_template, &token),
+    Ok(Link {
+        url: url_template.replace("{token}", token.expose()),
         token: token.into_string(),
         expires_at,
-    };
-    bus::enqueue_as(tx, &event, user.uuid).await?;
-    Ok(())
+    })
 }
 
 fn expiry(ttl: std::time::Duration) -> anyhow::Result<DateTime<Utc>> {

@@ -17,36 +17,79 @@ pub mod sessions;
 pub mod store;
 pub mod tickets;
 
-use std::sync::Arc;
-
-use anyhow::Context;
-use futures_util::future::BoxFuture;
-use kit::Parts;
-use kit::health::Check;
+use kit::{Database, Resources, Started, Uses};
 use sqlx::migrate::Migrator;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
+use crate::http::AppState;
 use crate::keys::KeyRing;
 
-/// The service name: URL prefix, database, environment prefix, scenario folder.
-pub const NAME: &str = "auth";
-/// Default local port.
-pub const PORT: u16 = 8001;
+/// The service, handed to `kit::run` by `main.rs` and to `testkit` by tests.
+pub struct Auth;
 
 static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// The service description handed to `kit::run` by `main.rs` and to `testkit` by tests.
-pub fn service() -> kit::Service<Config> {
-    kit::Service {
-        name: NAME,
-        port: PORT,
-        version: env!("CARGO_PKG_VERSION"),
-        description: env!("CARGO_PKG_DESCRIPTION"),
-        migrator: Some(&MIGRATOR),
-        routes: http::router,
+impl kit::Service for Auth {
+    type Config = Config;
+    type State = AppState;
+
+    const NAME: &'static str = "auth";
+    const PORT: u16 = 8001;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = env!("CARGO_PKG_DESCRIPTION");
+    const DATABASE: Option<Database> = Some(Database {
+        migrations: &MIGRATOR,
+        shared: &[
+            &identity::SCHEMA,
+            &kit::idempotency::SCHEMA,
+            &bus::SCHEMA,
+        ],
         populate: Some(populate::load),
-        start: Some(start),
-        commands: Some(commands::commands()),
+    });
+    const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];
+
+    fn routes() -> OpenApiRouter<AppState> {
+        http::router()
+    }
+
+    /// Checks the settings, creates the first signing key if there is none, loads the keys
+    /// (and reloads them periodically), builds the handlers' state, and runs the outbox relay.
+    async fn start(resources: &Resources<Config>) -> anyhow::Result<Started<AppState>> {
+        let settings = &resources.settings;
+        settings
+            .app
+            .validate()
+            .map_err(|why| anyhow::anyhow!("invalid configuration: {why}"))?;
+        keys::ensure_active(&resources.db).await?;
+        let ring = KeyRing::empty(keep_retired_keys(settings));
+        ring.reload(&resources.db).await?;
+        let state = AppState::new(resources, ring.clone())?;
+        let revocations = state.identity.revocation_check();
+        let mut started = Started::new(state).task(
+            "signing key reload",
+            ring.keep_fresh(
+                resources.db.clone(),
+                settings.app.key_reload,
+                resources.shutdown.clone(),
+            ),
+        );
+        if let Some(check) = revocations {
+            started = started.degraded_without(check);
+        }
+        started.with(bus::wire(resources, bus::Consumers::new()))
+    }
+
+    fn commands() -> Vec<kit::clap::Command> {
+        commands::define()
+    }
+
+    async fn run_command(
+        name: &str,
+        matches: &kit::clap::ArgMatches,
+        resources: Resources<Config>,
+    ) -> anyhow::Result<()> {
+        commands::run(name, matches, resources).await
     }
 }
 
@@ -54,35 +97,4 @@ pub fn service() -> kit::Service<Config> {
 /// (plus the verifiers' clock leeway).
 pub fn keep_retired_keys(settings: &kit::Settings<Config>) -> std::time::Duration {
     settings.app.longest_token_ttl() + settings.auth.leeway
-}
-
-/// The `start` hook: checks the settings, creates the first signing key if there is none,
-/// loads the keys (and reloads them periodically), builds the handlers' state, and starts the
-/// outbox relay.
-fn start(parts: &Parts<Config>) -> BoxFuture<'_, anyhow::Result<Vec<Arc<dyn Check>>>> {
-    Box::pin(async move {
-        let settings = &parts.settings;
-        settings
-            .app
-            .validate()
-            .map_err(|why| anyhow::anyhow!("invalid configuration: {why}"))?;
-        settings.redis.url.as_ref().context(
-            "redis.url (AUTH__REDIS__URL or REDIS_URL) is not set: auth keeps session revocations, rate limits and tickets in Redis",
-        )?;
-        keys::ensure_active(&parts.db).await?;
-        let ring = KeyRing::empty(keep_retired_keys(settings));
-        ring.reload(&parts.db).await?;
-        parts.tasks.spawn(ring.clone().keep_fresh(
-            parts.db.clone(),
-            settings.app.key_reload,
-            parts.shutdown.clone(),
-        ));
-        let state = http::AppState::new(parts, ring)?;
-        parts
-            .extensions
-            .lock()
-            .map_err(|_| anyhow::anyhow!("extensions lock poisoned"))?
-            .insert(state);
-        bus::start(parts, None).await
-    })
 }

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    kit::run(auth::service())
+    kit::run::<auth::Auth>()
 }

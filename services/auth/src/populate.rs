@@ -71,7 +71,7 @@ pub fn load<'a>(
     scenario: &'a Scenario,
 ) -> BoxFuture<'a, Result<Report, Error>> {
     Box::pin(async move {
-        let sources = scenario.read::<Document>(crate::NAME)?;
+        let sources = scenario.read::<Document>(<crate::Auth as kit::Service>::NAME)?;
         let mut report = Report::default();
         let mut hasher: Option<Hasher> = None;
         let mut seen_users = Keys::new("user");

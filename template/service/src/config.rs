@@ -1,9 +1,9 @@
 //! The service's own settings: the `[app]` section of its config file, or
 //! `TEMPLATE__APP__<KEY>` in the environment.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Longest note body accepted, in characters.

@@ -11,16 +11,9 @@
 //! Payloads another service consumes live in `crates/contracts`; this one stays here because
 //! `cargo xtask new-service` copies this file into every new service, renamed.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
-use kit::Parts;
-use kit::health::Check;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-use crate::config::Config;
 
 /// A note was created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,20 +33,7 @@ impl contracts::Event for NoteCreated {
     }
 }
 
-/// The event handlers of this service.
+/// The event handlers of this service (run by `bus::wire` in the service's `start`).
 pub fn consumers() -> bus::Consumers {
     identity::events::user_handlers(bus::Consumers::new())
-}
-
-/// The `start` hook: the outbox relay and the consumers, with the `bus` readiness check.
-pub fn start(parts: &Parts<Config>) -> BoxFuture<'_, anyhow::Result<Vec<Arc<dyn Check>>>> {
-    Box::pin(bus::start(parts, Some(consumers())))
-}
-
-/// The `events parked | replay | outbox` subcommands.
-pub fn commands() -> kit::Commands<Config> {
-    kit::Commands {
-        define: bus::ops::define,
-        run: bus::ops::run,
-    }
 }

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    kit::run(template::service())
+    kit::run::<template::Template>()
 }

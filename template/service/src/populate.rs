@@ -63,7 +63,7 @@ pub fn load<'a>(
     scenario: &'a Scenario,
 ) -> BoxFuture<'a, Result<Report, Error>> {
     Box::pin(async move {
-        let sources = scenario.read::<Document>(crate::NAME)?;
+        let sources = scenario.read::<Document>(<crate::Template as kit::Service>::NAME)?;
         let now = Utc::now();
         let max_body = Config::default().max_body_chars;
         let mut report = Report::default();

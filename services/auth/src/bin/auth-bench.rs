@@ -115,8 +115,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 async fn bench(options: &Options, db: &BenchDb) -> anyhow::Result<()> {
-    let service = auth::service();
-    let mut settings = service.default_settings()?;
+    let mut settings = kit::service::default_settings::<auth::Auth>()?;
     let prefix = format!("bench-{}:", uuid::Uuid::now_v7().simple());
     settings.database.url = kit::SecretUrl::new(db.url());
     settings.database.max_connections = 32;
@@ -127,8 +126,7 @@ async fn bench(options: &Options, db: &BenchDb) -> anyhow::Result<()> {
     settings.app.redis_prefix = prefix;
     settings.app.rate_limits.enabled = false;
     let argon2 = settings.app.argon2;
-    let app = service
-        .build(settings)
+    let app = kit::service::build::<auth::Auth>(settings)
         .await
         .context("starting the service")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use kit::{ApiError, ApiResult, Json};
+use kit::{ApiResult, Json};
+
+use super::invalid_token;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,14 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct VerifyEmail {
     /// The token from the verification link.
     pub token: String,
-}
-
-/// The answer to a token that is unknown, used, expired or for another purpose.
-pub fn invalid_token() -> ApiError {
-    ApiError::unprocessable(
-        "invalid_token",
-        "This link is invalid, was already used or has expired.",
-    )
 }
 
 /// Confirm an email address with the token from the verification mail (single use, valid
@@ -104,7 +98,7 @@ async fn resend_verification(
         .hit("resend", &app.rate_limits.resend, client.ip, email.as_ref())
         .await?;
     if let Some(email) = email {
-        spawn_after_response(&state, "resend verification", move |state| async move {
+        state.spawn_after_response("resend verification", move |state| async move {
             let mut tx = state.db.begin().await?;
             let Some(user) = users::find_by_email(&mut *tx, &email).await? else {
                 return Ok(());
@@ -127,23 +121,3 @@ async fn resend_verification(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Runs `work` on the service's task tracker (awaited at shutdown) with the current request
-/// id, after the response has been sent: requests about existing and unknown accounts are then
-/// answered in the same time.
-pub fn spawn_after_response<F, Fut>(state: &AppState, what: &'static str, work: F)
-where
-    F: FnOnce(AppState) -> Fut + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let request_id = kit::request_id::current().unwrap_or_default();
-    let task_state = state.clone();
-    let span = tracing::Span::current();
-    state.tasks.spawn(tracing::Instrument::instrument(
-        kit::request_id::scope(request_id, async move {
-            if let Err(err) = work(task_state).await {
-                tracing::error!(error = %format!("{err:#}"), what, "background work failed");
-            }
-        }),
-        span,
-    ));
-}

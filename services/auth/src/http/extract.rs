@@ -14,7 +14,7 @@ use std::ops::Deref;
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
-use identity::{AuthError, Claims, Invalid};
+use identity::Claims;
 use kit::ApiError;
 use uuid::Uuid;
 
@@ -95,38 +95,6 @@ impl SignedIn {
     }
 }
 
-/// Refuses the request unless it carries a valid service token: 401 without (or with a bad)
-/// token, 403 with a user token.
-pub async fn require_service(
-    state: &AppState,
-    headers: &http::HeaderMap,
-) -> Result<Claims, ApiError> {
-    let claims = state.identity.authenticate(bearer(headers)?).await?;
-    if !claims.is_service() {
-        return Err(ApiError::forbidden(
-            "This endpoint is for services; user tokens are not accepted.",
-        ));
-    }
-    Ok(claims)
-}
-
-fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::Missing)?;
-    let text = value
-        .to_str()
-        .map_err(|_| AuthError::Invalid(Invalid::NotBearer))?;
-    let (scheme, token) = text
-        .split_once(' ')
-        .ok_or(AuthError::Invalid(Invalid::NotBearer))?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(AuthError::Invalid(Invalid::NotBearer));
-    }
-    Ok(token)
-}
-
 impl<S> FromRequestParts<S> for SignedIn
 where
     AppState: FromRef<S>,
@@ -139,7 +107,10 @@ where
             return Ok(signed_in.clone());
         }
         let state = AppState::from_ref(state);
-        let claims = state.identity.authenticate(bearer(&parts.headers)?).await?;
+        let claims = state
+            .identity
+            .authenticate(identity::bearer_token(&parts.headers)?)
+            .await?;
         if claims.is_service() {
             return Err(ApiError::forbidden(
                 "This endpoint is for users; service tokens are not accepted.",

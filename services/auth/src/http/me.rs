@@ -12,7 +12,6 @@ use super::{AppState, Client, SignedIn, User};
 use crate::domain::{DisplayName, Password};
 use crate::events;
 use crate::passwords::Verdict;
-use crate::sessions;
 use crate::store::audit::{self, Entry};
 use crate::store::one_time::{self, Purpose};
 use crate::store::users;
@@ -140,7 +139,7 @@ async fn change_password(
     users::set_password_hash(&mut *tx, user.id, &hash).await?;
     one_time::void_all(&mut *tx, user.id, Purpose::ResetPassword).await?;
     let ended =
-        sessions::end_all_sessions(&mut tx, &state, user, Some(sid), "password_changed").await?;
+        state.sessions.end_all(&mut tx, user, Some(sid), "password_changed").await?;
     audit::record(
         &mut *tx,
         &Entry::success("password_changed", Some(user.uuid), Some(user.uuid))

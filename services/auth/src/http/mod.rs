@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use identity::Identity;
-use kit::{Parts, Settings};
+use kit::{ApiError, Resources, Settings};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
@@ -26,13 +26,13 @@ use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::passwords::Hasher;
 use crate::ratelimit::RateLimiter;
+use crate::sessions::Sessions;
 use crate::tickets::Tickets;
 
 pub use extract::{Admin, Client, SignedIn};
 pub use users::User;
 
-/// What handlers share. Built by the `start` hook (which owns the background tasks it needs)
-/// and handed to [`router`] through `Parts::extensions`.
+/// What handlers share, built once by the service's `start`.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
@@ -45,6 +45,7 @@ pub struct AppState {
     pub redis: ConnectionManager,
     pub limits: RateLimiter,
     pub tickets: Tickets,
+    pub sessions: Sessions,
     /// Work finished after the response (password-reset and verification mails), awaited at
     /// shutdown.
     pub tasks: TaskTracker,
@@ -57,68 +58,72 @@ impl FromRef<AppState> for Identity {
 }
 
 impl AppState {
-    /// The state for `parts`, verifying with `keys` and talking to Redis at `redis.url`.
-    pub fn new(parts: &Parts<Config>, keys: KeyRing) -> anyhow::Result<AppState> {
-        let settings = parts.settings.clone();
+    /// The state for the service's resources, signing and verifying with `keys`.
+    pub fn new(resources: &Resources<Config>, keys: KeyRing) -> anyhow::Result<AppState> {
+        let settings = resources.settings.clone();
         let app = &settings.app;
-        let url = settings
-            .redis
-            .url
-            .clone()
-            .unwrap_or_else(|| kit::SecretUrl::new("redis://127.0.0.1:6379"));
-        let client = redis::Client::open(url.expose())
-            .map_err(|err| anyhow::anyhow!("redis.url {}: {err}", url.redacted()))?;
-        let redis_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let redis = ConnectionManager::new_lazy_with_config(client, redis_config)
-            .map_err(|err| anyhow::anyhow!("redis.url {}: {err}", url.redacted()))?;
+        let url = settings.redis.url.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "redis.url (AUTH__REDIS__URL or REDIS_URL) is not set: auth keeps session revocations, rate limits and tickets in Redis"
+            )
+        })?;
+        let redis = kit::redis::connect(url)?;
         let lookup = keys.clone();
         let verifier =
             identity::Verifier::with_key_lookup(move |kid| lookup.public_key(kid), &settings.auth);
         let revocations = identity::Revocations::new(
-            &url,
+            url,
             settings.auth.revocation_timeout,
             settings.auth.revocation_check,
         )?
         .with_prefix(settings.auth.revocation_prefix.clone());
-        let identity = Identity::with_parts(verifier, Some(revocations), parts.db.clone());
+        let identity = Identity::with_parts(verifier, Some(revocations), resources.db.clone());
         Ok(AppState {
-            db: parts.db.clone(),
+            db: resources.db.clone(),
             identity,
+            sessions: Sessions::new(settings.clone(), keys.clone(), redis.clone()),
             keys,
             hasher: Hasher::new(app.argon2, app.hashing_concurrency)?,
             limits: RateLimiter::new(redis.clone(), &app.redis_prefix, app.rate_limits.enabled),
             tickets: Tickets::new(redis.clone(), &app.redis_prefix),
             redis,
-            tasks: parts.tasks.clone(),
+            tasks: resources.tasks.clone(),
             settings,
         })
     }
+
+    /// Runs `work` on the service's task tracker (awaited at shutdown) with the current request
+    /// id, after the response has been sent: requests about existing and unknown accounts are then
+    /// answered in the same time.
+    pub fn spawn_after_response<F, Fut>(&self, what: &'static str, work: F)
+    where
+        F: FnOnce(AppState) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let request_id = kit::request_id::current().unwrap_or_default();
+        let task_state = self.clone();
+        let span = tracing::Span::current();
+        self.tasks.spawn(tracing::Instrument::instrument(
+            kit::request_id::scope(request_id, async move {
+                if let Err(err) = work(task_state).await {
+                    tracing::error!(error = %format!("{err:#}"), what, "background work failed");
+                }
+            }),
+            span,
+        ));
+    }
 }
 
-/// Every route, with the state `start` built (or, for `openapi`, which runs no `start`, an
-/// idle one that never serves).
-pub fn router(parts: &Parts<Config>) -> OpenApiRouter {
-    let started = parts
-        .extensions
-        .lock()
-        .ok()
-        .and_then(|extensions| extensions.get::<AppState>().cloned());
-    let state = match started {
-        Some(state) => state,
-        None => {
-            let keep = parts.settings.app.longest_token_ttl();
-            match AppState::new(parts, KeyRing::empty(keep)) {
-                Ok(state) => state,
-                Err(err) => {
-                    tracing::error!(error = %format!("{err:#}"), "cannot build the auth service's state");
-                    return OpenApiRouter::new();
-                }
-            }
-        }
-    };
+/// The answer to a token that is unknown, used, expired or for another purpose.
+pub fn invalid_token() -> ApiError {
+    ApiError::unprocessable(
+        "invalid_token",
+        "This link is invalid, was already used or has expired.",
+    )
+}
+
+/// Every route: the API under `/api/auth/v1`, and the key set at `/.well-known/jwks.json`.
+pub fn router() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .merge(signup::router())
         .merge(token::router())
@@ -132,5 +137,4 @@ pub fn router(parts: &Parts<Config>) -> OpenApiRouter {
     OpenApiRouter::new()
         .nest("/api/auth/v1", api)
         .merge(jwks::well_known_router())
-        .with_state(state)
 }

@@ -8,11 +8,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::email::{invalid_token, spawn_after_response};
+use super::invalid_token;
 use super::{AppState, Client};
 use crate::domain::{Email, Password, TokenDigest};
 use crate::events;
-use crate::sessions;
 use crate::store::audit::{self, Entry};
 use crate::store::one_time::{self, Purpose};
 use crate::store::users;
@@ -53,7 +52,7 @@ async fn forgot_password(
         .await?;
     if let Some(email) = email {
         let ip = client.ip_text();
-        spawn_after_response(&state, "password reset request", move |state| async move {
+        state.spawn_after_response("password reset request", move |state| async move {
             let mut tx = state.db.begin().await?;
             let Some(user) = users::find_by_email(&mut *tx, &email).await? else {
                 return Ok(());
@@ -129,7 +128,7 @@ async fn reset_password(
     users::set_password_hash(&mut *tx, user.id, &hash).await?;
     users::mark_email_verified(&mut *tx, user.id).await?;
     one_time::void_all(&mut *tx, user.id, Purpose::ResetPassword).await?;
-    let ended = sessions::end_all_sessions(&mut tx, &state, &user, None, "password_reset").await?;
+    let ended = state.sessions.end_all(&mut tx, &user, None, "password_reset").await?;
     audit::record(
         &mut *tx,
         &Entry::success("password_reset", Some(user.uuid), Some(user.uuid))

@@ -11,7 +11,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{AppState, Client, SignedIn};
-use crate::sessions;
 use crate::store::audit::{self, Entry};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -58,12 +57,12 @@ async fn logout(
     let mut tx = state.db.begin().await?;
     let (action, ended) = match params.scope {
         LogoutScope::Session => {
-            sessions::end_session(&mut tx, &state, sid, "logout").await?;
+            state.sessions.end_session(&mut tx, sid, "logout").await?;
             ("logout", 1)
         }
         LogoutScope::Global => {
             let ended =
-                sessions::end_all_sessions(&mut tx, &state, user, None, "logout_global").await?;
+                state.sessions.end_all(&mut tx, user, None, "logout_global").await?;
             ("logout_global", ended)
         }
     };

@@ -3,9 +3,10 @@
 //! it here for the user's identity, once, within `app.ticket_ttl` (30 s).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use identity::ServiceCaller;
 use axum::response::{IntoResponse, Response};
-use kit::{ApiResult, Json};
+use kit::{ApiError, ApiResult, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -76,11 +77,11 @@ const AUTH_FAILED: &str = "Authentication failed.";
 )]
 async fn validate_ticket(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Result<ServiceCaller, ApiError>,
     Json(input): Json<ValidateTicket>,
 ) -> ApiResult<Json<serde_json::Value>> {
     if state.settings.app.ticket_validation_requires_service_token {
-        super::extract::require_service(&state, &headers).await?;
+        caller?;
     }
     let failed = || Json(json!({"status": "error", "error": AUTH_FAILED}));
     let Some(ticket) = input

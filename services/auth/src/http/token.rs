@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::{AppState, Client};
 use crate::domain::{Email, Password, Scopes, TokenDigest};
 use crate::passwords::Verdict;
-use crate::sessions::{self, Issued, Refresh};
+use crate::sessions::{Issued, Refresh};
 use crate::store::audit::{self, Entry};
 use crate::store::{clients, users};
 
@@ -322,7 +322,7 @@ async fn password_grant(state: &AppState, client: &Client, input: TokenRequest) 
         _ => None,
     };
     let mut tx = state.db.begin().await?;
-    let issued = sessions::start(&mut tx, state, &user, &client.origin()).await?;
+    let issued = state.sessions.start(&mut tx, &user, &client.origin()).await?;
     users::touch_login(&mut *tx, user.id).await?;
     if let Some(hash) = &new_hash {
         users::set_password_hash(&mut *tx, user.id, hash).await?;
@@ -361,7 +361,7 @@ async fn record_login_failure(
 
 async fn refresh_grant(state: &AppState, input: TokenRequest) -> GrantResult {
     let presented = required(input.refresh_token, "refresh_token")?;
-    match sessions::refresh(state, &presented).await? {
+    match state.sessions.refresh(&state.db, &presented).await? {
         Refresh::Issued { issued, user } => {
             tracing::info!(user = %user, "token refreshed");
             Ok(issued)
@@ -439,7 +439,7 @@ async fn client_credentials_grant(
             asked
         }
     };
-    let access_token = sessions::service_token(state, &found, &scopes)?;
+    let access_token = state.sessions.service_token(&found, &scopes)?;
     let entry = Entry::success("client_token", Some(found.uuid), None)
         .from_ip(client.ip_text())
         .with_detail(serde_json::json!({"client": found.name, "scope": scopes.joined()}));

@@ -14,7 +14,6 @@ use uuid::Uuid;
 use super::{Admin, AppState, Client};
 use crate::domain::Roles;
 use crate::events;
-use crate::sessions;
 use crate::store::audit::{self, Entry};
 use crate::store::users::{self, UserKey, UserRow};
 
@@ -214,7 +213,7 @@ async fn update_user(
         } else {
             "user_disabled"
         };
-        sessions::end_all_sessions(&mut tx, &state, &row, None, reason).await?;
+        state.sessions.end_all(&mut tx, &row, None, reason).await?;
     }
     events::updated(&mut tx, &row, admin.user.uuid).await?;
     tx.commit().await?;
@@ -253,7 +252,7 @@ async fn delete_user(
         return Ok(StatusCode::NO_CONTENT);
     }
     let row = users::set_deleted(&mut *tx, target.id, true).await?;
-    let ended = sessions::end_all_sessions(&mut tx, &state, &row, None, "user_deleted").await?;
+    let ended = state.sessions.end_all(&mut tx, &row, None, "user_deleted").await?;
     audit::record(
         &mut *tx,
         &Entry::success("user_deleted", Some(admin.user.uuid), Some(row.uuid))

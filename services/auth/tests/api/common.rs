@@ -52,7 +52,7 @@ impl std::ops::Deref for Auth {
 /// and `configure` applied last.
 pub async fn spawn_with(configure: impl FnOnce(&mut Settings<Config>)) -> Auth {
     let mut kept = None;
-    let app = TestApp::spawn_with(auth::service(), |settings| {
+    let app = TestApp::spawn_with::<auth::Auth>(|settings| {
         let prefix = format!("test-{}:", uuid::Uuid::now_v7().simple());
         settings.redis.url = Some(SecretUrl::new(redis_url()));
         settings.auth.revocation_prefix = prefix.clone();

@@ -42,15 +42,13 @@ async fn the_documented_demo_logins_and_clients_work() {
         )
         .await;
     assert_eq!(changed.status(), StatusCode::NO_CONTENT);
-    let service = auth::service();
-    let report = service
-        .populate(
-            &auth.db,
-            &testkit::workspace_root().join("populator"),
-            "demo",
-        )
-        .await
-        .unwrap();
+    let report = kit::service::populate::<auth::Auth>(
+        &auth.db,
+        &testkit::workspace_root().join("populator"),
+        "demo",
+    )
+    .await
+    .unwrap();
     assert_eq!(report.created("users"), 0);
     assert_eq!(report.kept("users"), 3);
     sign_in(&auth, "bob@hatchery.test", "bob's own password").await;

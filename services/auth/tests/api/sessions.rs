@@ -91,7 +91,7 @@ async fn presenting_a_rotated_refresh_token_after_the_grace_period_ends_the_sess
 async fn second_service(auth: &Auth) -> TestApp {
     let jwks = auth.url("/.well-known/jwks.json");
     let prefix = auth.settings.auth.revocation_prefix.clone();
-    TestApp::spawn_with(template::service(), move |settings| {
+    TestApp::spawn_with::<template::Template>(move |settings| {
         settings.auth.public_key = None;
         settings.auth.jwks_url = Some(jwks);
         settings.auth.revocation_prefix = prefix;

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use identity::Identity;
-use kit::{Parts, Settings};
+use kit::Settings;
 use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 
-/// What handlers share.
+/// What handlers share, built once by the service's `start`.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
@@ -28,14 +28,7 @@ impl FromRef<AppState> for Identity {
     }
 }
 
-/// Every route under `/api/template/v1`, with the state applied.
-pub fn router(parts: &Parts<Config>) -> OpenApiRouter {
-    let state = AppState {
-        db: parts.db.clone(),
-        settings: parts.settings.clone(),
-        identity: Identity::from_parts(parts),
-    };
-    OpenApiRouter::new()
-        .nest("/api/template/v1", notes::router())
-        .with_state(state)
+/// Every route under `/api/template/v1`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().nest("/api/template/v1", notes::router())
 }

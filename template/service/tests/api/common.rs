@@ -1,8 +1,6 @@
 //! What the HTTP tests share: the service with the demo scenario, trusting testkit's signing
 //! key and checking revocation in Redis, and tokens for the demo users.
 
-#![allow(dead_code)]
-
 use kit::config::SecretUrl;
 use testkit::{TestApp, tokens};
 use uuid::Uuid;
@@ -17,7 +15,7 @@ pub fn redis_url() -> String {
 }
 
 pub async fn demo_app() -> TestApp {
-    TestApp::spawn_with(template::service(), |settings| {
+    TestApp::spawn_with::<template::Template>(|settings| {
         settings.populate.scenario = Some("demo".into());
         settings.redis.url = Some(SecretUrl::new(redis_url()));
         tokens::trust(settings);

@@ -1,9 +1,8 @@
 //! The notes API over HTTP, against a real Postgres database per test, with tokens minted by
 //! testkit for the demo users.
 
-mod common;
 
-use common::{ADA, BOB, CLEO, ada, bob, cleo, demo_app};
+use crate::common::{ADA, BOB, CLEO, ada, bob, cleo, demo_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{TestApp, json, tokens};
@@ -183,7 +182,7 @@ async fn a_signed_out_session_can_no_longer_use_the_api() {
         app.with_token(&token).get(NOTES).await.status(),
         StatusCode::OK
     );
-    let mut redis = redis::Client::open(common::redis_url())
+    let mut redis = redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -415,14 +414,13 @@ async fn populating_again_creates_nothing_and_keeps_changes() {
         .await;
     assert_eq!(changed.status(), StatusCode::OK);
 
-    let report = template::service()
-        .populate(
-            &app.db,
-            &testkit::workspace_root().join("populator"),
-            "demo",
-        )
-        .await
-        .unwrap();
+    let report = kit::service::populate::<template::Template>(
+        &app.db,
+        &testkit::workspace_root().join("populator"),
+        "demo",
+    )
+    .await
+    .unwrap();
     assert_eq!((report.created("users"), report.kept("users")), (0, 3));
     assert_eq!((report.created("notes"), report.kept("notes")), (0, 4));
     let note: Value = json(app.with_token(&bob).get(BOBS_NOTE).await).await;

@@ -1,8 +1,7 @@
 //! `Idempotency-Key` on POST /notes: retries are safe, reuse with another body is refused.
 
-mod common;
 
-use common::{BOB, bob, cleo, demo_app};
+use crate::common::{BOB, bob, cleo, demo_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{TestApp, json};
@@ -158,6 +157,6 @@ async fn keys_belong_to_the_caller() {
     assert!(cleos.headers().get("idempotent-replayed").is_none());
     let cleos: Value = json(cleos).await;
     assert_ne!(cleos["id"], bobs["id"]);
-    assert_eq!(cleos["owner"], common::CLEO);
+    assert_eq!(cleos["owner"], crate::common::CLEO);
     assert_eq!(count_notes(&app).await, 6);
 }

@@ -1,11 +1,10 @@
 //! Events the service publishes reach RabbitMQ (through the outbox), on a prefix of the test's
 //! own.
 
-mod common;
 
 use std::time::Duration;
 
-use common::{BOB, bob, redis_url};
+use crate::common::{BOB, bob, redis_url};
 use kit::config::SecretUrl;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -18,7 +17,7 @@ async fn creating_a_note_publishes_note_created() {
     let mut tap = bus::testing::Tap::bind(&url, &amqp.prefix, "template.#")
         .await
         .expect("RabbitMQ must run at 127.0.0.1:5672 (cargo xtask infra starts it)");
-    let app = TestApp::spawn_with(template::service(), |settings| {
+    let app = TestApp::spawn_with::<template::Template>(|settings| {
         settings.populate.scenario = Some("demo".into());
         settings.redis.url = Some(SecretUrl::new(redis_url()));
         settings.amqp = amqp.clone();
@@ -66,7 +65,7 @@ async fn creating_a_note_publishes_note_created() {
 async fn auth_user_events_keep_the_local_user_copy_current() {
     let amqp = bus::testing::settings();
     let url = bus::testing::amqp_url();
-    let app = TestApp::spawn_with(template::service(), |settings| {
+    let app = TestApp::spawn_with::<template::Template>(|settings| {
         settings.populate.scenario = Some("demo".into());
         settings.redis.url = Some(SecretUrl::new(redis_url()));
         settings.amqp = amqp.clone();
