@@ -7,13 +7,15 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command};
 use kit::{Resources, SecretUrl};
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Confirmation};
+use lapin::types::{AMQPValue, DeliveryTag, FieldTable};
+use lapin::{Channel, Confirmation, Connection};
 
+use crate::connection::{close_channel, close_connection};
 use crate::consumer::{
     ATTEMPTS_HEADER, ERROR_HEADER, PARKED_AT_HEADER, REASON_HEADER, ROUTING_KEY_HEADER,
     header_text, header_u32,
@@ -46,35 +48,23 @@ pub async fn parked(
     topology: &Topology,
     limit: usize,
 ) -> anyhow::Result<(Vec<Parked>, u32)> {
-    let Some((connection, channel, total)) = open_parking(url, topology).await? else {
+    let Some(parking) = ParkingQueue::open(url, topology).await? else {
         return Ok((Vec::new(), 0));
     };
+    let total = parking.total;
     let mut listed = Vec::new();
     let mut last_tag = None;
     while listed.len() < limit && listed.len() < total as usize {
-        let Some(message) = channel
-            .basic_get(topology.parking().into(), BasicGetOptions { no_ack: false })
-            .await?
-        else {
+        let Some(delivery) = parking.take().await? else {
             break;
         };
-        let delivery = message.delivery;
         last_tag = Some(delivery.delivery_tag);
         listed.push(describe(&delivery));
     }
     if let Some(tag) = last_tag {
-        channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await?;
+        parking.hand_back(tag, true).await?;
     }
-    channel.close(200, "listed".into()).await.ok();
-    connection.close(200, "listed".into()).await.ok();
+    parking.close("listed").await;
     Ok((listed, total))
 }
 
@@ -88,12 +78,13 @@ pub enum Replay {
 /// Moves the selected parked messages back to the service queue, with their attempts reset;
 /// returns how many. Each copy is confirmed by RabbitMQ before the parked one is removed.
 pub async fn replay(url: &SecretUrl, topology: &Topology, which: &Replay) -> anyhow::Result<usize> {
-    let Some((connection, channel, total)) = open_parking(url, topology).await? else {
+    let Some(parking) = ParkingQueue::open(url, topology).await? else {
         anyhow::bail!(
             "nothing to replay: there is no parking queue {} (this service consumes no events)",
             topology.parking()
         );
     };
+    let channel = &parking.channel;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -101,14 +92,10 @@ pub async fn replay(url: &SecretUrl, topology: &Topology, which: &Replay) -> any
     let mut kept = Vec::new();
     // Only what is parked now: a replayed message that fails again is parked anew, and must
     // not be picked up by this same run.
-    for _ in 0..total {
-        let Some(message) = channel
-            .basic_get(topology.parking().into(), BasicGetOptions { no_ack: false })
-            .await?
-        else {
+    for _ in 0..parking.total {
+        let Some(delivery) = parking.take().await? else {
             break;
         };
-        let delivery = message.delivery;
         let id = describe(&delivery).id;
         let selected = match which {
             Replay::All => true,
@@ -168,18 +155,9 @@ pub async fn replay(url: &SecretUrl, topology: &Topology, which: &Replay) -> any
         }
     }
     for tag in kept {
-        channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                },
-            )
-            .await?;
+        parking.hand_back(tag, false).await?;
     }
-    channel.close(200, "replayed".into()).await.ok();
-    connection.close(200, "replayed".into()).await.ok();
+    parking.close("replayed").await;
     if let Replay::One(id) = which
         && replayed == 0
     {
@@ -188,35 +166,78 @@ pub async fn replay(url: &SecretUrl, topology: &Topology, which: &Replay) -> any
     Ok(replayed)
 }
 
-/// The parking queue's channel and message count; `None` when the queue does not exist.
-async fn open_parking(
-    url: &SecretUrl,
-    topology: &Topology,
-) -> anyhow::Result<Option<(lapin::Connection, Channel, u32)>> {
-    let connection =
-        crate::connection::connect(url, &format!("{} operator", topology.service())).await?;
-    let channel = connection.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            topology.parking().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match queue {
-        Ok(queue) => Ok(Some((connection, channel, queue.message_count()))),
-        // RabbitMQ closes the channel on a missing queue: the service never consumed.
-        Err(_) => {
-            connection.close(200, "no parking queue".into()).await.ok();
-            Ok(None)
+/// The parking queue as an operator command uses it: messages are taken one at a time, then
+/// acknowledged (gone) or handed back.
+struct ParkingQueue {
+    connection: Connection,
+    channel: Channel,
+    queue: String,
+    /// Messages in the queue when it was opened.
+    total: u32,
+}
+
+impl ParkingQueue {
+    /// `None` when the queue does not exist.
+    async fn open(url: &SecretUrl, topology: &Topology) -> anyhow::Result<Option<ParkingQueue>> {
+        let name = format!("{} operator", topology.service());
+        let connection = crate::connection::connect(url, &name).await?;
+        let channel = connection.create_channel().await?;
+        let queue = topology.parking();
+        let declared = channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(declared) => Ok(Some(ParkingQueue {
+                connection,
+                channel,
+                queue,
+                total: declared.message_count(),
+            })),
+            // RabbitMQ closes the channel on a missing queue: the service never consumed.
+            Err(_) => {
+                close_connection(&connection, "no parking queue").await;
+                Ok(None)
+            }
         }
+    }
+
+    /// The next message, unacknowledged; `None` when the queue is empty.
+    async fn take(&self) -> anyhow::Result<Option<Delivery>> {
+        let message = self
+            .channel
+            .basic_get(
+                self.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await?;
+        Ok(message.map(|message| message.delivery))
+    }
+
+    /// Hands the message `tag` (with `multiple`, every one up to it) back to the queue.
+    async fn hand_back(&self, tag: DeliveryTag, multiple: bool) -> anyhow::Result<()> {
+        let requeue = BasicNackOptions {
+            multiple,
+            requeue: true,
+        };
+        self.channel.basic_nack(tag, requeue).await?;
+        Ok(())
+    }
+
+    /// Closes the channel (unacknowledged messages go back), then the connection.
+    async fn close(self, reason: &str) {
+        close_channel(&self.channel, reason).await;
+        close_connection(&self.connection, reason).await;
     }
 }
 
-fn describe(delivery: &lapin::message::Delivery) -> Parked {
+fn describe(delivery: &Delivery) -> Parked {
     let properties = &delivery.properties;
     let decoded = crate::envelope::decode(&delivery.data).ok();
     let id = properties

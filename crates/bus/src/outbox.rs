@@ -26,9 +26,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::connection::{Backoff, Status};
+use crate::connection::{Backoff, Link, Session, Status, close_channel, open_channel};
 use crate::envelope::{CONTENT_TYPE, CloudEvent};
-use crate::topology::short_string;
+use crate::topology::{declare_exchange, short_string};
 
 /// The `NOTIFY` channel the outbox trigger signals.
 pub const CHANNEL: &str = "outbox";
@@ -112,44 +112,43 @@ pub async fn published_count(pool: &PgPool) -> sqlx::Result<i64> {
 
 /// Deletes published outbox rows older than `retention`; returns how many.
 pub async fn prune(pool: &PgPool, retention: Duration) -> sqlx::Result<u64> {
-    let cutoff = cutoff(retention);
-    let mut total = 0;
-    loop {
-        // The oldest ids are the oldest rows: delete those of them published before the
-        // cutoff, until the head of the table has nothing old enough left.
-        let deleted = sqlx::query(
-            "WITH head AS (SELECT id, published_at FROM outbox ORDER BY id LIMIT $2)
-             DELETE FROM outbox o USING head
-             WHERE o.id = head.id AND head.published_at < $1",
-        )
-        .bind(cutoff)
-        .bind(PRUNE_CHUNK)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted == 0 {
-            return Ok(total);
-        }
-    }
+    // The oldest ids are the oldest rows: delete those of them published before the cutoff,
+    // until the head of the table has nothing old enough left (pending rows stay in it).
+    let statement = "WITH head AS (SELECT id, published_at FROM outbox ORDER BY id LIMIT $2)
+                     DELETE FROM outbox o USING head
+                     WHERE o.id = head.id AND head.published_at < $1";
+    delete_in_chunks(pool, statement, retention, |deleted| deleted == 0).await
 }
 
 /// Deletes inbox rows older than `retention`; returns how many.
 pub async fn prune_inbox(pool: &PgPool, retention: Duration) -> sqlx::Result<u64> {
+    let statement = "DELETE FROM inbox WHERE ctid IN (
+                         SELECT ctid FROM inbox WHERE processed_at < $1 LIMIT $2)";
+    delete_in_chunks(pool, statement, retention, |deleted| {
+        deleted < PRUNE_CHUNK as u64
+    })
+    .await
+}
+
+/// Runs `statement` (`$1` the cutoff, `$2` the chunk size) until `last(deleted)`, so pruning
+/// never holds long locks; returns the rows deleted.
+async fn delete_in_chunks(
+    pool: &PgPool,
+    statement: &'static str,
+    retention: Duration,
+    last: impl Fn(u64) -> bool,
+) -> sqlx::Result<u64> {
     let cutoff = cutoff(retention);
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(
-            "DELETE FROM inbox WHERE ctid IN (
-                 SELECT ctid FROM inbox WHERE processed_at < $1 LIMIT $2)",
-        )
-        .bind(cutoff)
-        .bind(PRUNE_CHUNK)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        let deleted = sqlx::query(statement)
+            .bind(cutoff)
+            .bind(PRUNE_CHUNK)
+            .execute(pool)
+            .await?
+            .rows_affected();
         total += deleted;
-        if deleted < PRUNE_CHUNK as u64 {
+        if last(deleted) {
             return Ok(total);
         }
     }
@@ -182,6 +181,9 @@ pub struct Relay {
     config: RelayConfig,
     pool: PgPool,
     status: Arc<Status>,
+    /// `LISTEN outbox`, while it works; otherwise the relay polls.
+    listener: Option<PgListener>,
+    housekeeping: Housekeeping,
 }
 
 enum Failure {
@@ -206,96 +208,24 @@ impl Relay {
             config,
             pool,
             status,
+            listener: None,
+            housekeeping: Housekeeping::default(),
         }
     }
 
-    /// Runs until `shutdown`: connect, publish what is pending, wait for more, repeat.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new(self.config.reconnect_max_delay);
-        let mut listener: Option<PgListener> = None;
-        let mut housekeeping = Housekeeping::default();
-        while !shutdown.is_cancelled() {
-            let (connection, channel) = match self.open().await {
-                Ok(opened) => opened,
-                Err(err) => {
-                    self.status.down(COMPONENT, err.clone());
-                    tracing::warn!(error = %err, "outbox relay cannot reach RabbitMQ; events wait in the outbox");
-                    housekeeping.run(&self).await;
-                    if !backoff.wait(&shutdown).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            self.status.up(COMPONENT);
-            tracing::info!("outbox relay connected");
-            backoff.reset();
-            loop {
-                match self.drain(&channel).await {
-                    Ok(_) => {}
-                    Err(Failure::Database(err)) => {
-                        tracing::warn!(error = %err, "outbox relay cannot read the outbox");
-                        if !backoff.wait(&shutdown).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(Failure::Broker(err)) => {
-                        self.status.down(COMPONENT, err.clone());
-                        tracing::warn!(error = %err, "outbox relay lost RabbitMQ; reconnecting");
-                        break;
-                    }
-                }
-                backoff.reset();
-                housekeeping.run(&self).await;
-                if !self.wait(&mut listener, &shutdown).await {
-                    break;
-                }
-                if !connection.status().connected() {
-                    self.status
-                        .down(COMPONENT, "connection to RabbitMQ lost".into());
-                    tracing::warn!("outbox relay lost RabbitMQ; reconnecting");
-                    break;
-                }
-            }
-            let closing = connection.close(200, "relay stopping".into());
-            let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
-            if !shutdown.is_cancelled() && !backoff.wait(&shutdown).await {
-                return;
-            }
-        }
-    }
-
-    async fn open(&self) -> Result<(Connection, Channel), String> {
-        let name = format!("{} outbox relay", self.config.service);
-        let connection = crate::connection::connect(&self.config.url, &name)
-            .await
-            .map_err(|err| format!("{err:#}"))?;
-        let setup = async {
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            channel
-                .exchange_declare(
-                    self.config.exchange.as_str().into(),
-                    lapin::ExchangeKind::Topic,
-                    lapin::options::ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                )
-                .await?;
-            Ok::<_, lapin::Error>(channel)
+    /// Runs until `shutdown`: connect, publish what is pending, wait for more, repeat; while
+    /// RabbitMQ is unreachable, rows wait and the relay reconnects with backoff.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let status = self.status.clone();
+        let url = self.config.url.clone();
+        let link = Link {
+            url: &url,
+            connection_name: format!("{} outbox relay", self.config.service),
+            component: COMPONENT,
+            status: &status,
+            reconnect_max_delay: self.config.reconnect_max_delay,
         };
-        match setup.await {
-            Ok(channel) => Ok((connection, channel)),
-            Err(err) => {
-                connection.close(200, "setup failed".into()).await.ok();
-                Err(format!("cannot set up the relay channel: {err}"))
-            }
-        }
+        link.run(&mut self, &shutdown).await;
     }
 
     /// Publishes batches until the outbox has nothing pending; returns how many rows.
@@ -404,12 +334,12 @@ impl Relay {
     }
 
     /// Waits for a NOTIFY or the poll interval; `false` on shutdown.
-    async fn wait(&self, listener: &mut Option<PgListener>, shutdown: &CancellationToken) -> bool {
-        if listener.is_none() {
-            *listener = self.listen().await;
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        if self.listener.is_none() {
+            self.listener = self.listen().await;
         }
         let poll = tokio::time::sleep(self.config.poll);
-        match listener {
+        match &mut self.listener {
             Some(active) => {
                 tokio::select! {
                     () = shutdown.cancelled() => return false,
@@ -417,7 +347,7 @@ impl Relay {
                     received = active.try_recv() => {
                         // Lost connection or error: poll until a new listener is up.
                         if !matches!(received, Ok(Some(_))) {
-                            *listener = None;
+                            self.listener = None;
                         }
                     }
                 }
@@ -448,6 +378,60 @@ impl Relay {
     }
 }
 
+impl Session for Relay {
+    type Open = Channel;
+
+    async fn open(&mut self, connection: &Connection) -> Result<Channel, String> {
+        let exchange = &self.config.exchange;
+        let setup = async |channel: Channel| {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            declare_exchange(&channel, exchange).await
+        };
+        let (channel, ()) = open_channel(connection, setup)
+            .await
+            .map_err(|err| format!("cannot set up the relay channel: {err}"))?;
+        Ok(channel)
+    }
+
+    async fn work(
+        &mut self,
+        connection: &Connection,
+        channel: Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let mut database = Backoff::new(self.config.reconnect_max_delay);
+        let worked = loop {
+            match self.drain(&channel).await {
+                Ok(_) => database.reset(),
+                Err(Failure::Database(err)) => {
+                    tracing::warn!(error = %err, "outbox relay cannot read the outbox");
+                    if !database.wait(shutdown).await {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                Err(Failure::Broker(err)) => break Err(err),
+            }
+            self.housekeeping.run(&self.pool, &self.config).await;
+            if !self.wait(shutdown).await {
+                break Ok(());
+            }
+            if !connection.status().connected() {
+                break Err("connection to RabbitMQ lost".to_owned());
+            }
+        };
+        close_channel(&channel, "relay stopping").await;
+        worked
+    }
+
+    /// Events wait in the outbox meanwhile; it is still pruned and measured.
+    async fn unreachable(&mut self) {
+        self.housekeeping.run(&self.pool, &self.config).await;
+    }
+}
+
 /// A batch sent and awaiting its confirms; its rows stay locked by `tx` until settled.
 struct Batch {
     tx: Transaction<'static, Postgres>,
@@ -464,12 +448,12 @@ struct Housekeeping {
 }
 
 impl Housekeeping {
-    async fn run(&mut self, relay: &Relay) {
+    async fn run(&mut self, pool: &PgPool, config: &RelayConfig) {
         let due =
             |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
         if due(self.last_lag, LAG_EVERY) {
             self.last_lag = Some(Instant::now());
-            match lag(&relay.pool).await {
+            match lag(pool).await {
                 Ok(lag) => {
                     metrics::gauge!("bus_outbox_pending_events").set(lag.pending as f64);
                     metrics::gauge!("bus_outbox_oldest_pending_seconds")
@@ -480,12 +464,12 @@ impl Housekeeping {
         }
         if due(self.last_prune, PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
-            match prune(&relay.pool, relay.config.retention).await {
+            match prune(pool, config.retention).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned published outbox rows"),
                 Err(err) => tracing::warn!(error = %err, "pruning the outbox failed"),
             }
-            match prune_inbox(&relay.pool, relay.config.inbox_retention).await {
+            match prune_inbox(pool, config.inbox_retention).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned inbox rows"),
                 Err(err) => tracing::warn!(error = %err, "pruning the inbox failed"),

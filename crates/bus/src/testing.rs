@@ -84,17 +84,7 @@ impl RawPublisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         let exchange = format!("{prefix}.events");
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        crate::topology::declare_exchange(&channel, &exchange).await?;
         Ok(RawPublisher {
             connection,
             channel,
@@ -138,17 +128,7 @@ impl Tap {
     pub async fn bind(url: &str, prefix: &str, pattern: &str) -> anyhow::Result<Tap> {
         let (connection, channel) = channel(url).await?;
         let exchange = format!("{prefix}.events");
-        channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        crate::topology::declare_exchange(&channel, &exchange).await?;
         let queue = channel
             .queue_declare(
                 "".into(),

@@ -130,17 +130,7 @@ impl Topology {
 
     /// Declares the exchange (what a publisher needs).
     pub async fn declare_exchange(&self, channel: &Channel) -> lapin::Result<()> {
-        channel
-            .exchange_declare(
-                self.exchange().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
+        declare_exchange(channel, &self.exchange()).await
     }
 
     /// Declares the exchange, the service's queues and the bindings of `routing_keys`.
@@ -203,6 +193,21 @@ impl Topology {
                 .await;
         }
     }
+}
+
+/// Declares the durable topic exchange `name` (`<prefix>.events`).
+pub async fn declare_exchange(channel: &Channel, name: &str) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
 }
 
 fn quorum() -> FieldTable {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bus::ops::Replay;
 use bus::testing::RawPublisher;
 use bus::{CloudEvent, Consumers, Received, Tx};
-use common::{Env, ItemCreated, recording_consumers};
+use common::{Env, ItemCreated, commit_items, record, recording_consumers, until_connected};
 use futures_util::future::BoxFuture;
 use kit::SecretUrl;
 use testkit::{FaultProxy, eventually};
@@ -26,28 +26,15 @@ async fn a_rabbitmq_cut_while_events_are_committed_loses_and_repeats_nothing() {
     let runs = Arc::new(AtomicU64::new(0));
     let consumers = recording_consumers(runs.clone(), None, Arc::new(AtomicBool::new(false)));
     bus.spawn(Some(consumers), &env.tasks, &env.shutdown);
+    until_connected(&bus).await;
     let check = bus.check();
-    eventually("the bus to connect", Duration::from_secs(10), || async {
-        check.check().await.ok()
-    })
-    .await;
 
     let total = 1_000u32;
     let writer = {
         let pool = env.pool.clone();
         tokio::spawn(async move {
             for n in 0..total {
-                let mut tx = pool.begin().await.unwrap();
-                bus::enqueue(
-                    &mut tx,
-                    &ItemCreated {
-                        item: Uuid::now_v7(),
-                        n,
-                    },
-                )
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
+                commit_items(&pool, n, 1, 1).await;
                 tokio::task::yield_now().await;
             }
         })
@@ -117,11 +104,7 @@ async fn every_message_redelivered_is_applied_once() {
             let (proxy, runs) = (proxy.clone(), runs.clone());
             Box::pin(async move {
                 runs.fetch_add(1, Ordering::SeqCst);
-                sqlx::query("INSERT INTO applied (event_id, n) VALUES ($1, $2)")
-                    .bind(event.id)
-                    .bind(i32::try_from(event.data.n)?)
-                    .execute(&mut **tx)
-                    .await?;
+                record(tx, &event).await?;
                 proxy.cut_all();
                 Ok(())
             }) as BoxFuture<'_, anyhow::Result<()>>
@@ -133,13 +116,7 @@ async fn every_message_redelivered_is_applied_once() {
     });
     env.tasks
         .spawn(consumer_bus.consumer(consumers).run(env.shutdown.clone()));
-    let check = consumer_bus.check();
-    eventually(
-        "the consumer to connect",
-        Duration::from_secs(10),
-        || async { check.check().await.ok() },
-    )
-    .await;
+    until_connected(&consumer_bus).await;
     let total = 40u32;
     env.enqueue(0, total, 10).await;
     let relay_bus = env.bus("shop-producer");
@@ -190,13 +167,8 @@ async fn poison_messages_are_parked_and_never_stop_the_consumer() {
     });
     env.tasks
         .spawn(bus.consumer(consumers).run(env.shutdown.clone()));
+    until_connected(&bus).await;
     let check = bus.check();
-    eventually(
-        "the consumer to connect",
-        Duration::from_secs(10),
-        || async { check.check().await.ok() },
-    )
-    .await;
 
     let publisher = RawPublisher::new(&env.url, &env.settings.prefix)
         .await

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bus::testing::Tap;
-use common::{Env, ItemCreated};
+use common::{Env, ItemCreated, commit_items};
 use uuid::Uuid;
 
 #[tokio::test]
@@ -100,20 +100,7 @@ async fn two_relays_on_one_outbox_publish_each_row_once() {
             let pool = env.pool.clone();
             tokio::spawn(async move {
                 for batch in 0..(total / 4 / 10) {
-                    let mut tx = pool.begin().await.unwrap();
-                    for i in 0..10 {
-                        let n = w * (total / 4) + batch * 10 + i;
-                        bus::enqueue(
-                            &mut tx,
-                            &ItemCreated {
-                                item: Uuid::now_v7(),
-                                n,
-                            },
-                        )
-                        .await
-                        .unwrap();
-                    }
-                    tx.commit().await.unwrap();
+                    commit_items(&pool, w * (total / 4) + batch * 10, 10, 10).await;
                 }
             })
         })

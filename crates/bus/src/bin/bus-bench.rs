@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../template/service/migrations");
 
 #[derive(Parser)]
 #[command(about = "Event bus benchmark: publish, relay, end-to-end throughput and latency")]
@@ -137,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args, pool: &PgPool, settings: &AmqpSettings) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await?;
+    bus::SCHEMA.apply(pool).await?;
     sqlx::query(
         "CREATE TABLE bench_applied (event_id uuid PRIMARY KEY, latency_us bigint NOT NULL)",
     )

@@ -16,8 +16,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-/// The migrations every service has.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../template/service/migrations");
 
 /// The payload the tests publish and consume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +54,7 @@ impl Env {
             .connect(&db.url())
             .await
             .expect("connect to the test database");
-        MIGRATOR.run(&pool).await.expect("migrations");
+        bus::SCHEMA.apply(&pool).await.expect("the bus tables");
         // No unique key on purpose: an effect applied twice shows up as two rows.
         sqlx::query("CREATE TABLE applied (event_id uuid NOT NULL, n integer NOT NULL)")
             .execute(&pool)
@@ -89,21 +87,7 @@ impl Env {
 
     /// Commits `count` events, `per_tx` per transaction; returns their ids.
     pub async fn enqueue(&self, first: u32, count: u32, per_tx: u32) -> Vec<Uuid> {
-        let mut ids = Vec::new();
-        let mut n = first;
-        while n < first + count {
-            let mut tx = self.pool.begin().await.expect("begin");
-            for _ in 0..per_tx.min(first + count - n) {
-                let event = ItemCreated {
-                    item: Uuid::now_v7(),
-                    n,
-                };
-                ids.push(bus::enqueue(&mut tx, &event).await.expect("enqueue"));
-                n += 1;
-            }
-            tx.commit().await.expect("commit");
-        }
-        ids
+        commit_items(&self.pool, first, count, per_tx).await
     }
 
     pub async fn applied(&self) -> (i64, i64) {
@@ -151,6 +135,44 @@ impl Drop for Env {
     }
 }
 
+/// Commits the events `n = first..first + count`, `per_tx` per transaction; returns their ids.
+pub async fn commit_items(pool: &PgPool, first: u32, count: u32, per_tx: u32) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    let mut n = first;
+    while n < first + count {
+        let mut tx = pool.begin().await.expect("begin");
+        for _ in 0..per_tx.min(first + count - n) {
+            let event = ItemCreated {
+                item: Uuid::now_v7(),
+                n,
+            };
+            ids.push(bus::enqueue(&mut tx, &event).await.expect("enqueue"));
+            n += 1;
+        }
+        tx.commit().await.expect("commit");
+    }
+    ids
+}
+
+/// A handler's effect: one `applied` row (twice if the effect were applied twice).
+pub async fn record(tx: &mut Tx, event: &Received<ItemCreated>) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO applied (event_id, n) VALUES ($1, $2)")
+        .bind(event.id)
+        .bind(i32::try_from(event.data.n)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Waits until `bus` reports its relay and consumer connected.
+pub async fn until_connected(bus: &Bus) {
+    let check = bus.check();
+    testkit::eventually("the bus to connect", Duration::from_secs(10), || async {
+        check.check().await.ok()
+    })
+    .await;
+}
+
 /// Handlers that record each applied event in `applied`; `fail_n` always fails unless `fixed`.
 pub fn recording_consumers(
     runs: Arc<std::sync::atomic::AtomicU64>,
@@ -165,12 +187,7 @@ pub fn recording_consumers(
             if Some(event.data.n) == fail_n && !fixed.load(std::sync::atomic::Ordering::SeqCst) {
                 anyhow::bail!("item {} is cursed", event.data.n);
             }
-            sqlx::query("INSERT INTO applied (event_id, n) VALUES ($1, $2)")
-                .bind(event.id)
-                .bind(i32::try_from(event.data.n)?)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
+            record(tx, &event).await
         }) as BoxFuture<'_, anyhow::Result<()>>
     })
 }
