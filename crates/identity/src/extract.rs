@@ -45,7 +45,9 @@ where
 /// The token of an `Authorization: Bearer <token>` header: [`AuthError::Missing`] without the
 /// header, [`Invalid::NotBearer`] with another scheme or an empty token.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
     let not_bearer = AuthError::Invalid(Invalid::NotBearer);
     let text = value.to_str().map_err(|_| not_bearer.clone())?;
     let (scheme, token) = text.split_once(' ').ok_or(not_bearer.clone())?;

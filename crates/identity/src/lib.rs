@@ -58,8 +58,8 @@ use kit::config::{AuthSettings, SecretUrl};
 use sqlx::PgPool;
 
 pub use claims::{ADMIN_ROLE, Claims, SERVICE_ROLE};
-pub use error::{AuthError, Invalid};
 pub use client::{ClientCredentials, ServiceClient};
+pub use error::{AuthError, Invalid};
 pub use extract::{
     Admin, Authenticated, CurrentUser, MaybeUser, RequireRole, Role, ServiceCaller, bearer_token,
 };

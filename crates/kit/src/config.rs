@@ -676,7 +676,10 @@ pub fn defaults<A: AppSettings>(
     service: &str,
     default_port: u16,
 ) -> Result<Settings<A>, ConfigError> {
-    extract(base_figment::<A>(service, default_port), &env_prefix(service))
+    extract(
+        base_figment::<A>(service, default_port),
+        &env_prefix(service),
+    )
 }
 
 /// Every setting at its default, as the bottom layer: nested sections stay complete whatever
@@ -891,6 +894,163 @@ mod tests {
         ] {
             assert!(parse_ed25519_public_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A service's own section with a nested one, as services have (`app.rate_limits.signup`).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct App {
+        greeting: String,
+        limits: Limits,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Limits {
+        signup: Limit,
+        login: Limit,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Limit {
+        per_ip: u32,
+        per_email: u32,
+    }
+
+    impl Default for App {
+        fn default() -> Self {
+            App {
+                greeting: "hello".into(),
+                limits: Limits {
+                    signup: Limit {
+                        per_ip: 5,
+                        per_email: 3,
+                    },
+                    login: Limit {
+                        per_ip: 50,
+                        per_email: 10,
+                    },
+                },
+            }
+        }
+    }
+
+    fn load_app(uses: &[Uses]) -> Result<Settings<App>, ConfigError> {
+        load::<App>("probe", 8999, uses, None)
+    }
+
+    /// Runs `check` with exactly the environment variables `vars` set (figment's jail keeps
+    /// tests that set variables apart from each other).
+    fn with_env(vars: &[(&str, &str)], check: impl FnOnce()) {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (name, value) in vars {
+                jail.set_env(name, value);
+            }
+            check();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_shared_key_that_does_not_parse_or_validate_is_named_with_its_variable() {
+        let cases = [
+            ("PROBE__HTTP__PORT", "eighty", "http.port"),
+            ("PROBE__HTTP__HOST", "not an ip", "http.host"),
+            ("PROBE__HTTP__REQUEST_TIMEOUT", "0s", "http.request_timeout"),
+            ("PROBE__HTTP__PROT", "1", "prot"),
+            ("PROBE__DATABASE__URL", "mysql://nope", "database.url"),
+            (
+                "PROBE__DATABASE__MAX_CONNECTIONS",
+                "0",
+                "database.max_connections",
+            ),
+            ("PROBE__LOG__LEVEL", "info,[[[", "log.level"),
+            ("PROBE__REDIS__URL", "http://not-redis", "redis.url"),
+            ("PROBE__AMQP__URL", "redis://not-amqp", "amqp.url"),
+            ("PROBE__AMQP__PREFIX", "Upper Case", "amqp.prefix"),
+            ("PROBE__SENTRY__DSN", "not a dsn", "sentry.dsn"),
+            ("PROBE__POPULATE__SCENARIO", "../etc", "populate.scenario"),
+            ("PROBE__AUTH__PUBLIC_KEY", "not-a-key", "auth.public_key"),
+            ("PROBE__AUTH__JWKS_URL", "ftp://auth/keys", "auth.jwks_url"),
+            (
+                "PROBE__AUTH__REVOCATION_CHECK",
+                "sometimes",
+                "auth.revocation_check",
+            ),
+            ("PROBE__APP__GREETING", "[1, 2]", "app.greeting"),
+        ];
+        for (name, value, key) in cases {
+            with_env(&[(name, value)], || {
+                let err = load_app(&[]).expect_err(name);
+                assert!(err.key.contains(key), "{name}={value}: {err}");
+                assert!(err.to_string().contains("invalid configuration"), "{err}");
+            });
+        }
+    }
+
+    #[test]
+    fn one_key_of_a_nested_section_keeps_the_others_at_their_defaults() {
+        with_env(&[("PROBE__APP__LIMITS__SIGNUP__PER_IP", "100")], || {
+            let settings = load_app(&[]).expect("loads");
+            let limits = &settings.app.limits;
+            assert_eq!(
+                limits.signup,
+                Limit {
+                    per_ip: 100,
+                    per_email: 3
+                }
+            );
+            assert_eq!(limits.login, App::default().limits.login);
+            assert_eq!(settings.app.greeting, "hello");
+        });
+        with_env(&[("PROBE__HTTP__BODY_LIMIT", "2048")], || {
+            let settings = load_app(&[]).expect("loads");
+            assert_eq!(settings.http.body_limit, 2048);
+            assert_eq!(settings.http.port, 8999);
+        });
+    }
+
+    #[test]
+    fn servers_a_service_uses_default_to_the_local_ones_in_development_only() {
+        with_env(&[], || {
+            let settings = load_app(&[Uses::Redis, Uses::RabbitMq]).expect("loads");
+            assert_eq!(
+                settings.redis.url.as_ref().map(SecretUrl::expose),
+                Some("redis://127.0.0.1:6379")
+            );
+            assert_eq!(
+                settings.amqp.url.as_ref().map(SecretUrl::expose),
+                Some("amqp://guest:guest@127.0.0.1:5672/%2f")
+            );
+            // What a service does not use stays unset (and unchecked).
+            let settings = load_app(&[Uses::Redis]).expect("loads");
+            assert!(settings.amqp.url.is_none());
+        });
+        with_env(&[("REDIS_URL", "redis://cache:6379")], || {
+            let settings = load_app(&[Uses::Redis]).expect("loads");
+            assert_eq!(
+                settings.redis.url.as_ref().map(SecretUrl::expose),
+                Some("redis://cache:6379")
+            );
+        });
+        with_env(
+            &[
+                ("PROBE__ENVIRONMENT", "production"),
+                (
+                    "PROBE__AUTH__JWKS_URL",
+                    "http://auth:8001/.well-known/jwks.json",
+                ),
+                ("AMQP_URL", "amqp://guest:guest@rabbit:5672/%2f"),
+            ],
+            || {
+                let err = load_app(&[Uses::Redis, Uses::RabbitMq]).expect_err("no Redis");
+                assert_eq!(err.key, "redis.url");
+                assert_eq!(err.env.as_deref(), Some("PROBE__REDIS__URL"));
+                assert!(err.message.contains("REDIS_URL"), "{err}");
+            },
+        );
     }
 
     #[test]

@@ -140,9 +140,7 @@ impl SharedSchema {
             .run(pool)
             .await
             .with_context(|| format!("the {} tables' migrations failed", self.owner))?;
-        Ok(applied_count_in(pool, &table)
-            .await
-            .saturating_sub(before))
+        Ok(applied_count_in(pool, &table).await.saturating_sub(before))
     }
 }
 

@@ -90,33 +90,34 @@ impl Readiness {
 /// Runs every check concurrently, each bounded by [`CHECK_TIMEOUT`], and records each
 /// dependency's state in the `readiness_dependency_up{dependency,required}` gauge.
 pub async fn probe(dependencies: &[Dependency]) -> Readiness {
-    let results = futures_util::future::join_all(dependencies.iter().map(|dependency| async move {
-        let check = &dependency.check;
-        let started = Instant::now();
-        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
-        };
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        metrics::gauge!(
-            "readiness_dependency_up",
-            "dependency" => check.name().to_owned(),
-            "required" => dependency.required.to_string(),
-        )
-        .set(if outcome.is_ok() { 1.0 } else { 0.0 });
-        let (status, error) = match outcome {
-            Ok(()) => ("up", None),
-            Err(error) => ("down", Some(error)),
-        };
-        let status = CheckStatus {
-            status: status.into(),
-            required: dependency.required,
-            latency_ms,
-            error,
-        };
-        (check.name().to_owned(), status)
-    }))
-    .await;
+    let results =
+        futures_util::future::join_all(dependencies.iter().map(|dependency| async move {
+            let check = &dependency.check;
+            let started = Instant::now();
+            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+            };
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            metrics::gauge!(
+                "readiness_dependency_up",
+                "dependency" => check.name().to_owned(),
+                "required" => dependency.required.to_string(),
+            )
+            .set(if outcome.is_ok() { 1.0 } else { 0.0 });
+            let (status, error) = match outcome {
+                Ok(()) => ("up", None),
+                Err(error) => ("down", Some(error)),
+            };
+            let status = CheckStatus {
+                status: status.into(),
+                required: dependency.required,
+                latency_ms,
+                error,
+            };
+            (check.name().to_owned(), status)
+        }))
+        .await;
     let down = |required: bool| {
         results
             .iter()

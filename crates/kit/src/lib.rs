@@ -20,10 +20,10 @@ pub mod service;
 pub mod telemetry;
 
 pub use config::{Secret, SecretUrl, Settings, Uses};
+pub use db::SharedSchema;
 pub use error::{ApiError, ConstraintExt, FieldErrors, PROBLEM_JSON, Problem};
 pub use extract::{Json, Path, Query};
 pub use pagination::{Page, PageParams, PageRequest};
-pub use db::SharedSchema;
 pub use service::{App, Database, Resources, Service, Started, run, shutdown_signal};
 
 /// Result of a handler.

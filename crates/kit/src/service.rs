@@ -173,7 +173,11 @@ impl<S> Started<S> {
 
     /// A task that runs until the service shuts down (it watches `Resources::shutdown` and
     /// logs its own failures); ending before that is logged as a warning with `name`.
-    pub fn task(mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) -> Self {
+    pub fn task(
+        mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
         self.tasks.push((name, Box::pin(task)));
         self
     }
@@ -547,9 +551,7 @@ async fn serve<S: Service>(settings: Settings<S::Config>) -> anyhow::Result<()> 
     app.serve(listener, shutdown_signal()).await
 }
 
-async fn connect_and_migrate<S: Service>(
-    settings: &Settings<S::Config>,
-) -> anyhow::Result<PgPool> {
+async fn connect_and_migrate<S: Service>(settings: &Settings<S::Config>) -> anyhow::Result<PgPool> {
     if S::DATABASE.is_none() {
         return db::connect_lazy(&settings.database);
     }

@@ -2,7 +2,7 @@
 //! in the message format the broker (and socketshark before it) reads.
 //!
 //! ```ignore
-//! let publisher = realtime::Publisher::connect(&redis_url, "events").await?;
+//! let publisher = realtime::Publisher::connect(&redis_url, "events")?;
 //! publisher
 //!     .publish("event_0190c7a4", &json!({"seats_left": 3}), PublishOptions::new().order(17.0))
 //!     .await?;
@@ -138,6 +138,8 @@ pub enum Error {
     InvalidThrottle,
     #[error("order must be a finite number")]
     InvalidOrder,
+    #[error("cannot connect to Redis: {0}")]
+    Connect(String),
     #[error("cannot encode the message data: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("cannot publish to Redis: {0}")]
@@ -154,10 +156,10 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects to Redis at `url` and publishes as `service` (the first part of every topic).
-    pub async fn connect(url: &kit::SecretUrl, service: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url.expose())?;
-        let redis = client.get_connection_manager().await?;
+    /// Publishes as `service` (the first part of every topic) through Redis at `url`, over
+    /// kit's shared connection (connects on first use, reconnects by itself).
+    pub fn connect(url: &kit::SecretUrl, service: &str) -> Result<Self, Error> {
+        let redis = kit::redis::connect(url).map_err(|err| Error::Connect(format!("{err:#}")))?;
         Self::new(redis, service)
     }
 

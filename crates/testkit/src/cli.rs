@@ -52,7 +52,7 @@ const ONE_SHOT_LIMIT: Duration = Duration::from_secs(60);
 /// Runs `command` to completion (killed and failing the test after a minute): its output,
 /// stdout and stderr as text.
 pub fn run(command: &mut Command) -> (Output, String, String) {
-    let mut child = command
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -61,7 +61,9 @@ pub fn run(command: &mut Command) -> (Output, String, String) {
     let (done, finished) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         if finished.recv_timeout(ONE_SHOT_LIMIT).is_err() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     });
     let output = child.wait_with_output().expect("run the service binary");

@@ -40,11 +40,7 @@ impl kit::Service for Auth {
     const DESCRIPTION: &'static str = env!("CARGO_PKG_DESCRIPTION");
     const DATABASE: Option<Database> = Some(Database {
         migrations: &MIGRATOR,
-        shared: &[
-            &identity::SCHEMA,
-            &kit::idempotency::SCHEMA,
-            &bus::SCHEMA,
-        ],
+        shared: &[&identity::SCHEMA, &kit::idempotency::SCHEMA, &bus::SCHEMA],
         populate: Some(populate::load),
     });
     const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];

@@ -72,17 +72,12 @@ struct ServiceClaims<'a> {
     scope: &'a str,
 }
 
-
-
-
 /// Where a login came from (kept on the session).
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
-
-
 
 /// What presenting a refresh token led to.
 #[derive(Debug)]
@@ -135,11 +130,7 @@ impl Sessions {
     }
 
     /// A signed service token for `client` with `scopes`.
-    pub fn service_token(
-        &self,
-        client: &ClientRow,
-        scopes: &Scopes,
-    ) -> anyhow::Result<String> {
+    pub fn service_token(&self, client: &ClientRow, scopes: &Scopes) -> anyhow::Result<String> {
         let auth = &self.settings.auth;
         let iat = unix_now();
         let scope = scopes.joined();
@@ -240,7 +231,8 @@ impl Sessions {
         if let Some(rotated_at) = found.rotated_at {
             let grace = chrono::Duration::from_std(self.settings.app.refresh_reuse_grace)?;
             if now - rotated_at > grace {
-                self.end_session(&mut tx, found.session_id, "refresh_token_reused").await?;
+                self.end_session(&mut tx, found.session_id, "refresh_token_reused")
+                    .await?;
                 crate::store::audit::record(
                     &mut *tx,
                     &crate::store::audit::Entry::failure(
@@ -263,8 +255,9 @@ impl Sessions {
         }
         store::mark_rotated(&mut *tx, found.token_id).await?;
         store::touch_refreshed(&mut *tx, found.session_id).await?;
-        let next =
-            self.new_refresh_token(&mut tx, found.session_id, found.session_expires_at).await?;
+        let next = self
+            .new_refresh_token(&mut tx, found.session_id, found.session_expires_at)
+            .await?;
         let access_token = self.user_token(&user, found.session_id)?;
         tx.commit().await?;
         Ok(Refresh::Issued {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::config;
 use crate::protocol::ERR_SERVICE_UNAVAILABLE;
-use crate::service_token::ServiceToken;
+use identity::ServiceClient;
 
 /// Longest wait a 429's rate-limit header may ask for.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
@@ -43,7 +43,7 @@ impl Callbacks {
         url: &str,
         body: &Value,
         request_id: &str,
-        token: Option<&ServiceToken>,
+        token: Option<&ServiceClient>,
     ) -> Map<String, Value> {
         let tries = self.options.tries.max(1);
         let mut wait = self.options.wait;
@@ -62,9 +62,12 @@ impl Callbacks {
                 .header("x-request-id", request_id)
                 .json(body);
             if let Some(token) = token {
-                match token.get(&self.client, self.options.timeout).await {
-                    Some(bearer) => request = request.bearer_auth(bearer),
-                    None => continue,
+                match token.token().await {
+                    Ok(bearer) => request = request.bearer_auth(bearer),
+                    Err(err) => {
+                        tracing::warn!(attempt, error = %err, "cannot get the broker's service token");
+                        continue;
+                    }
                 }
             }
             let response = match request.send().await {

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use identity::ClientCredentials;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Prepended to every Redis channel name (socketshark's `REDIS.channel_prefix`):
@@ -27,7 +28,7 @@ pub struct Config {
 }
 
 /// What a slow client (one whose outgoing queue is full) gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowClient {
     /// Close the connection: the client reconnects and resubscribes (the default).
@@ -37,7 +38,7 @@ pub enum SlowClient {
     DropOldest,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open websocket connections per process; more are refused with 503.
@@ -77,7 +78,7 @@ impl Default for Limits {
 }
 
 /// Server-side websocket pings (socketshark's `WS_PING`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ping {
     #[serde(with = "humantime_serde")]
@@ -97,7 +98,7 @@ impl Default for Ping {
 }
 
 /// The pub/sub connection (its URL is the shared `redis.url` setting).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisLink {
     /// Ping Redis this often over the pub/sub connection, to notice a dead link.
@@ -133,7 +134,7 @@ impl Default for RedisLink {
 
 /// HTTP calls to services (ticket validation, authorizers, subscription callbacks): one pooled
 /// client, as socketshark's `HTTP` options.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Callbacks {
     /// Per attempt.
@@ -159,7 +160,7 @@ impl Default for Callbacks {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Authentication {
     /// `{"event":"auth","method":"ticket"}`; unset = that method is unsupported.
@@ -169,7 +170,7 @@ pub struct Authentication {
     pub jwt: JwtAuth,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TicketAuth {
     /// Where tickets are exchanged (auth's `POST /api/auth/v1/tickets/validate`).
@@ -183,20 +184,11 @@ pub struct TicketAuth {
     pub client: Option<ClientCredentials>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientCredentials {
-    /// Auth's token endpoint (`POST /api/auth/v1/token`).
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret: kit::Secret,
-}
-
 fn default_auth_fields() -> Vec<String> {
     vec!["user_id".into(), "session_id".into(), "roles".into()]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtAuth {
     /// Offer the method (the verification settings are kit's `auth` section).
@@ -210,7 +202,7 @@ impl Default for JwtAuth {
 }
 
 /// One subscription prefix, as an entry of socketshark's `SERVICES`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Anonymous sessions are refused with `Authentication required.`.

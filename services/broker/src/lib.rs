@@ -19,7 +19,6 @@ pub mod metrics;
 pub mod outbound;
 pub mod protocol;
 pub mod rules;
-pub mod service_token;
 pub mod session;
 
 use std::collections::HashMap;
@@ -29,8 +28,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context;
 use futures_util::future::BoxFuture;
+use identity::ServiceClient;
 use kit::health::Check;
-use kit::{Parts, Settings};
+use kit::{Database, Resources, Settings, Started, Uses};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,24 +42,48 @@ use crate::link::Link;
 use crate::metrics::Metrics;
 use crate::rules::ServiceRules;
 
-/// The service name: URL prefix, environment prefix.
-pub const NAME: &str = "broker";
-/// Default local port.
-pub const PORT: u16 = 8000;
+/// The service, handed to `kit::run` by `main.rs` and to `testkit` by tests.
+pub struct BrokerService;
 
-/// The service description handed to `kit::run` by `main.rs` and to `testkit` by tests.
-pub fn service() -> kit::Service<Config> {
-    kit::Service {
-        name: NAME,
-        port: PORT,
-        version: env!("CARGO_PKG_VERSION"),
-        description: env!("CARGO_PKG_DESCRIPTION"),
-        // No migrations and no seed data: kit neither creates nor checks a database.
-        migrator: None,
-        routes: http::router,
-        populate: None,
-        start: Some(start),
-        commands: None,
+impl kit::Service for BrokerService {
+    type Config = Config;
+    type State = Arc<Broker>;
+
+    const NAME: &'static str = "broker";
+    const PORT: u16 = 8000;
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = env!("CARGO_PKG_DESCRIPTION");
+    /// No migrations and no seed data: kit neither creates nor checks a database.
+    const DATABASE: Option<Database> = None;
+    const USES: &'static [Uses] = &[Uses::Redis];
+
+    fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<Broker>> {
+        http::router()
+    }
+
+    /// Builds the broker and its Redis link. The pub/sub subscription is what the broker
+    /// delivers from: `/readyz` answers 503 while it is down.
+    async fn start(resources: &Resources<Config>) -> anyhow::Result<Started<Arc<Broker>>> {
+        let url = resources.settings.redis.url.as_ref().context(
+            "redis.url (BROKER__REDIS__URL or REDIS_URL) is not set: the broker receives publications through Redis",
+        )?;
+        let client = kit::redis::client(url)?;
+        let (broker, changes) = Broker::new(
+            &resources.settings,
+            resources.shutdown.clone(),
+            resources.tasks.clone(),
+        )?;
+        let link = Link {
+            client,
+            prefix: broker.config.channel_prefix.clone(),
+            settings: broker.config.redis.clone(),
+            hub: broker.hub.clone(),
+            changes,
+        };
+        let check = PubSubCheck(broker.hub.clone());
+        Ok(Started::new(broker)
+            .ready_when(check)
+            .task("redis pub/sub link", link.run(resources.shutdown.clone())))
     }
 }
 
@@ -70,8 +94,9 @@ pub struct Broker {
     pub hub: Arc<Hub>,
     pub callbacks: Callbacks,
     pub jwt: Option<Jwt>,
-    /// The broker's service token for ticket validation, when credentials are configured.
-    pub service_token: Option<service_token::ServiceToken>,
+    /// The broker's own identity towards auth (ticket validation), when credentials are
+    /// configured.
+    pub service_token: Option<ServiceClient>,
     pub metrics: Metrics,
     /// Cancelled on SIGTERM: connections send their close frames.
     pub shutdown: CancellationToken,
@@ -118,7 +143,14 @@ impl Broker {
             .ticket
             .as_ref()
             .and_then(|ticket| ticket.client.clone())
-            .map(service_token::ServiceToken::new);
+            .map(|credentials| {
+                let http = reqwest::Client::builder()
+                    .timeout(config.callbacks.timeout)
+                    .build()
+                    .context("building the HTTP client for service tokens")?;
+                anyhow::Ok(ServiceClient::new(credentials, http))
+            })
+            .transpose()?;
         let broker = Broker {
             service_token,
             config,
@@ -213,34 +245,6 @@ fn validate(config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Builds the broker, starts its Redis task and hands the broker to the routes.
-fn start(parts: &Parts<Config>) -> BoxFuture<'_, anyhow::Result<Vec<Arc<dyn Check>>>> {
-    Box::pin(async move {
-        let url = parts.settings.redis.url.as_ref().context(
-            "redis.url (BROKER__REDIS__URL or REDIS_URL) is not set: the broker receives publications through Redis",
-        )?;
-        let client = redis::Client::open(url.expose())
-            .with_context(|| format!("redis.url: {}", url.redacted()))?;
-        let (broker, changes) =
-            Broker::new(&parts.settings, parts.shutdown.clone(), parts.tasks.clone())?;
-        let link = Link {
-            client,
-            prefix: broker.config.channel_prefix.clone(),
-            settings: broker.config.redis.clone(),
-            hub: broker.hub.clone(),
-            changes,
-        };
-        parts.tasks.spawn(link.run(parts.shutdown.clone()));
-        let check: Arc<dyn Check> = Arc::new(PubSubCheck(broker.hub.clone()));
-        parts
-            .extensions
-            .lock()
-            .map_err(|_| anyhow::anyhow!("extensions lock poisoned"))?
-            .insert(broker);
-        Ok(vec![check])
-    })
 }
 
 /// `/readyz`: the pub/sub connection is up and every topic resubscribed.

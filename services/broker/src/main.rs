@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    kit::run(broker::service())
+    kit::run::<broker::BrokerService>()
 }

@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-
 #[derive(Parser)]
 #[command(about = "Event bus benchmark: publish, relay, end-to-end throughput and latency")]
 struct Args {

@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-
 /// The payload the tests publish and consume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemCreated {

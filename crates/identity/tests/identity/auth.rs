@@ -1,11 +1,9 @@
 //! Token verification and the extractors, over HTTP against a real service (fresh database,
 //! the shared Redis with per-test UUIDs).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{app, app_with, assert_unauthorized};
+use crate::common::{app, app_with, assert_unauthorized};
 use identity::SigningKey;
 use kit::config::{RevocationCheck, SecretUrl};
 use serde_json::Value;
@@ -229,7 +227,7 @@ async fn optional_users_are_anonymous_only_without_a_header() {
 #[tokio::test]
 async fn revoked_sessions_and_subjects_are_refused() {
     let app = app().await;
-    let mut redis = common::redis().await;
+    let mut redis = crate::common::redis().await;
     let id = Uuid::now_v7();
     let (laptop, phone) = (Uuid::now_v7(), Uuid::now_v7());
     let on_laptop = tokens::user(id)

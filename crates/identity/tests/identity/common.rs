@@ -1,42 +1,44 @@
 //! A tiny service using every extractor, run through kit and testkit like a real one.
 
-#![allow(dead_code)]
-
 use axum::Json;
 use axum::routing::get;
 use identity::{Admin, CurrentUser, Identity, MaybeUser, RequireRole, ServiceCaller};
-use kit::Settings;
 use kit::config::SecretUrl;
+use kit::{Database, Resources, Settings, Started};
 use serde_json::{Value, json};
-use sqlx::migrate::Migrator;
 use testkit::TestApp;
 use utoipa_axum::router::OpenApiRouter;
 
-/// The template's migrations: every service has them, `users` included.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../template/service/migrations");
+/// A tiny service whose only table is identity's `users`.
+pub struct IdentityTest;
 
-pub fn service() -> kit::Service<()> {
-    kit::Service {
-        name: "identitytest",
-        port: 0,
-        version: "0",
-        description: "identity extractors under test",
-        migrator: Some(&MIGRATOR),
-        routes,
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("tests/identity/migrations");
+
+impl kit::Service for IdentityTest {
+    type Config = ();
+    type State = Identity;
+    const NAME: &'static str = "identitytest";
+    const PORT: u16 = 0;
+    const VERSION: &'static str = "0";
+    const DESCRIPTION: &'static str = "identity extractors under test";
+    const DATABASE: Option<Database> = Some(Database {
+        migrations: &MIGRATOR,
+        shared: &[&identity::SCHEMA],
         populate: None,
-        start: None,
-        commands: None,
-    }
-}
+    });
 
-fn routes(parts: &kit::Parts<()>) -> OpenApiRouter {
-    OpenApiRouter::new()
-        .route("/me", get(me))
-        .route("/maybe", get(maybe))
-        .route("/optional", get(optional))
-        .route("/admin", get(admin))
-        .route("/service", get(service_only))
-        .with_state(Identity::from_parts(parts))
+    fn routes() -> OpenApiRouter<Identity> {
+        OpenApiRouter::new()
+            .route("/me", get(me))
+            .route("/maybe", get(maybe))
+            .route("/optional", get(optional))
+            .route("/admin", get(admin))
+            .route("/service", get(service_only))
+    }
+
+    async fn start(resources: &Resources<()>) -> anyhow::Result<Started<Identity>> {
+        Ok(Started::new(Identity::from_resources(resources)?))
+    }
 }
 
 async fn me(user: CurrentUser) -> Json<Value> {
@@ -71,7 +73,7 @@ pub async fn app() -> TestApp {
 }
 
 pub async fn app_with(configure: impl FnOnce(&mut Settings<()>)) -> TestApp {
-    TestApp::spawn_with(service(), |settings| {
+    TestApp::spawn_with::<IdentityTest>(|settings| {
         testkit::tokens::trust(settings);
         settings.redis.url = Some(SecretUrl::new(redis_url()));
         configure(settings);

@@ -2,16 +2,14 @@
 //! (rotation) at most once per `auth.jwks_min_refetch`, dropped keys refused after a refresh.
 //! A real HTTP server on 127.0.0.1 plays the auth service and counts its fetches.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{app_with, assert_unauthorized};
 use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use common::{app_with, assert_unauthorized};
 use identity::{JwkSet, SigningKey};
 use testkit::{TestApp, tokens};
 use uuid::Uuid;

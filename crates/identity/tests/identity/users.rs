@@ -1,7 +1,5 @@
 //! The local users table kept from `auth.user.*` events and token claims, against a fresh
-//! database with the template's migrations.
-
-mod common;
+//! database with identity's `users` table.
 
 use chrono::{DateTime, Duration, Utc};
 use identity::users::{self, NewUser, UserDeleted, UserRegistered, UserRestored, UserUpdated};
@@ -11,7 +9,10 @@ use uuid::Uuid;
 async fn database() -> (testkit::TestDb, PgPool) {
     let db = testkit::TestDb::create().await;
     let pool = db.pool().await;
-    common::MIGRATOR.run(&pool).await.expect("migrations apply");
+    identity::SCHEMA
+        .apply(&pool)
+        .await
+        .expect("the users table");
     (db, pool)
 }
 

@@ -1,12 +1,11 @@
 //! A probe service exercising kit's HTTP stack: it panics, sleeps, echoes and fails on demand.
-//! It has a seed-data hook (loading nothing), so it owns a database like most services.
-#![allow(dead_code)]
+//! It owns a database like most services (kit's idempotency table and one table of its own).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use kit::{ApiError, Json, Parts, Service};
+use kit::{ApiError, Database, Json, Resources, Started};
 use utoipa_axum::router::OpenApiRouter;
 
 /// Slow requests that have started (so a test knows one is in flight).
@@ -14,28 +13,39 @@ pub static SLOW_STARTED: AtomicUsize = AtomicUsize::new(0);
 /// Background tasks that saw the shutdown and finished their work.
 pub static TASKS_FINISHED: AtomicUsize = AtomicUsize::new(0);
 
-pub fn service() -> Service {
-    Service {
-        name: "probe",
-        port: 0,
-        version: "0.0.0",
-        description: "kit test probe",
-        migrator: None,
-        routes,
+pub struct Probe;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("tests/kit/probe/migrations");
+
+impl kit::Service for Probe {
+    type Config = ();
+    type State = ();
+    const NAME: &'static str = "probe";
+    const PORT: u16 = 0;
+    const VERSION: &'static str = "0.0.0";
+    const DESCRIPTION: &'static str = "kit test probe";
+    const DATABASE: Option<Database> = Some(Database {
+        migrations: &MIGRATOR,
+        shared: &[&kit::idempotency::SCHEMA],
         populate: Some(no_seed_data),
-        start: None,
-        commands: None,
+    });
+
+    fn routes() -> OpenApiRouter<()> {
+        routes()
+    }
+
+    async fn start(resources: &Resources<()>) -> anyhow::Result<Started<()>> {
+        let shutdown = resources.shutdown.clone();
+        Ok(Started::new(()).task("flush on the way out", async move {
+            shutdown.cancelled().await;
+            // Pretend to flush something on the way out.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            TASKS_FINISHED.fetch_add(1, Ordering::SeqCst);
+        }))
     }
 }
 
-fn routes(parts: &Parts<()>) -> OpenApiRouter {
-    let shutdown = parts.shutdown.clone();
-    parts.tasks.spawn(async move {
-        shutdown.cancelled().await;
-        // Pretend to flush something on the way out.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        TASKS_FINISHED.fetch_add(1, Ordering::SeqCst);
-    });
+fn routes() -> OpenApiRouter<()> {
     OpenApiRouter::new()
         .route("/boom", get(boom))
         .route(
@@ -72,4 +82,25 @@ fn no_seed_data<'a>(
     _: &'a kit::populator::Scenario,
 ) -> futures_util::future::BoxFuture<'a, Result<kit::populator::Report, kit::populator::Error>> {
     Box::pin(async { Ok(kit::populator::Report::default()) })
+}
+
+/// The probe's routes as a service without a database (like the broker).
+pub struct NoDatabase;
+
+impl kit::Service for NoDatabase {
+    type Config = ();
+    type State = ();
+    const NAME: &'static str = "nodb";
+    const PORT: u16 = 0;
+    const VERSION: &'static str = "0.0.0";
+    const DESCRIPTION: &'static str = "kit test probe without a database";
+    const DATABASE: Option<Database> = None;
+
+    fn routes() -> OpenApiRouter<()> {
+        routes()
+    }
+
+    async fn start(_: &Resources<()>) -> anyhow::Result<Started<()>> {
+        Ok(Started::new(()))
+    }
 }

@@ -1,8 +1,6 @@
 //! With a DSN configured, a failing request reaches error tracking with its request id. The
 //! DSN points at a local HTTP endpoint that records what the SDK sends.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +39,7 @@ async fn failures_are_reported_with_the_request_id() {
     let _guard = kit::telemetry::init("probe", "test", &log, &sentry);
     assert!(kit::telemetry::error_tracking_enabled());
 
-    let app = testkit::TestApp::spawn(common::service()).await;
+    let app = testkit::TestApp::spawn::<crate::common::Probe>().await;
     let response = app
         .client
         .get(app.url("/fail"))

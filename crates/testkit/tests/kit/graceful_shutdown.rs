@@ -1,8 +1,6 @@
 //! SIGTERM while a slow request is in flight: the request finishes, new connections are
-//! refused, background tasks finish, and serving returns cleanly. (Own test binary: it signals
-//! its own process.)
-
-mod common;
+//! refused, background tasks finish, and serving returns cleanly. (It signals its own process:
+//! nextest runs it in a process of its own.)
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,10 +8,11 @@ use std::time::Duration;
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
     let db = testkit::TestDb::create().await;
-    let service = common::service();
-    let mut settings = service.default_settings().unwrap();
+    let mut settings = kit::service::default_settings::<crate::common::Probe>().unwrap();
     settings.database.url = kit::SecretUrl::new(db.url());
-    let app = service.build(settings).await.unwrap();
+    let app = kit::service::build::<crate::common::Probe>(settings)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(app.serve(listener, kit::shutdown_signal()));
@@ -26,7 +25,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     testkit::eventually(
         "the slow request to start",
         Duration::from_secs(5),
-        || async { (common::SLOW_STARTED.load(Ordering::SeqCst) > 0).then_some(()) },
+        || async { (crate::common::SLOW_STARTED.load(Ordering::SeqCst) > 0).then_some(()) },
     )
     .await;
 
@@ -64,7 +63,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .expect("serve returns");
     served.unwrap().expect("clean shutdown");
     assert_eq!(
-        common::TASKS_FINISHED.load(Ordering::SeqCst),
+        crate::common::TASKS_FINISHED.load(Ordering::SeqCst),
         1,
         "background task finished"
     );

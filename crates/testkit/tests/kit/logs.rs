@@ -1,7 +1,5 @@
 //! Every log line written while handling a request carries its request id (JSON logs).
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +30,7 @@ async fn request_lines_carry_the_request_id() {
         .with(kit::telemetry::json_layer(move || writer.clone()))
         .init();
 
-    let app = TestApp::spawn(common::service()).await;
+    let app = TestApp::spawn::<crate::common::Probe>().await;
     let response = app
         .client
         .get(app.url("/fail"))

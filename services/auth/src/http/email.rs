@@ -120,4 +120,3 @@ async fn resend_verification(
     }
     Ok(StatusCode::ACCEPTED)
 }
-

@@ -138,8 +138,10 @@ async fn change_password(
     let mut tx = state.db.begin().await?;
     users::set_password_hash(&mut *tx, user.id, &hash).await?;
     one_time::void_all(&mut *tx, user.id, Purpose::ResetPassword).await?;
-    let ended =
-        state.sessions.end_all(&mut tx, user, Some(sid), "password_changed").await?;
+    let ended = state
+        .sessions
+        .end_all(&mut tx, user, Some(sid), "password_changed")
+        .await?;
     audit::record(
         &mut *tx,
         &Entry::success("password_changed", Some(user.uuid), Some(user.uuid))

@@ -128,7 +128,10 @@ async fn reset_password(
     users::set_password_hash(&mut *tx, user.id, &hash).await?;
     users::mark_email_verified(&mut *tx, user.id).await?;
     one_time::void_all(&mut *tx, user.id, Purpose::ResetPassword).await?;
-    let ended = state.sessions.end_all(&mut tx, &user, None, "password_reset").await?;
+    let ended = state
+        .sessions
+        .end_all(&mut tx, &user, None, "password_reset")
+        .await?;
     audit::record(
         &mut *tx,
         &Entry::success("password_reset", Some(user.uuid), Some(user.uuid))

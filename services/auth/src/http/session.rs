@@ -61,8 +61,10 @@ async fn logout(
             ("logout", 1)
         }
         LogoutScope::Global => {
-            let ended =
-                state.sessions.end_all(&mut tx, user, None, "logout_global").await?;
+            let ended = state
+                .sessions
+                .end_all(&mut tx, user, None, "logout_global")
+                .await?;
             ("logout_global", ended)
         }
     };

@@ -4,8 +4,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use identity::ServiceCaller;
 use axum::response::{IntoResponse, Response};
+use identity::ServiceCaller;
 use kit::{ApiError, ApiResult, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -322,7 +322,10 @@ async fn password_grant(state: &AppState, client: &Client, input: TokenRequest) 
         _ => None,
     };
     let mut tx = state.db.begin().await?;
-    let issued = state.sessions.start(&mut tx, &user, &client.origin()).await?;
+    let issued = state
+        .sessions
+        .start(&mut tx, &user, &client.origin())
+        .await?;
     users::touch_login(&mut *tx, user.id).await?;
     if let Some(hash) = &new_hash {
         users::set_password_hash(&mut *tx, user.id, hash).await?;

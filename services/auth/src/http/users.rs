@@ -252,7 +252,10 @@ async fn delete_user(
         return Ok(StatusCode::NO_CONTENT);
     }
     let row = users::set_deleted(&mut *tx, target.id, true).await?;
-    let ended = state.sessions.end_all(&mut tx, &row, None, "user_deleted").await?;
+    let ended = state
+        .sessions
+        .end_all(&mut tx, &row, None, "user_deleted")
+        .await?;
     audit::record(
         &mut *tx,
         &Entry::success("user_deleted", Some(admin.user.uuid), Some(row.uuid))

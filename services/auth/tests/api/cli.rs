@@ -214,7 +214,10 @@ async fn serves_the_demo_logins_and_exits_0_on_sigterm() {
     let (output, _, stderr) = run(binary()
         .arg("serve")
         .env("AUTH__ENVIRONMENT", "production")
-        .env("AUTH__AUTH__JWKS_URL", "http://127.0.0.1:8001/.well-known/jwks.json")
+        .env(
+            "AUTH__AUTH__JWKS_URL",
+            "http://127.0.0.1:8001/.well-known/jwks.json",
+        )
         .env("AUTH__AMQP__URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
         .env("AUTH__DATABASE__URL", db.url())
         .env("AUTH__HTTP__PORT", "0"));

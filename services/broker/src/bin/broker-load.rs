@@ -123,7 +123,7 @@ const ROLE_BROKER: &str = "BROKER_LOAD_ROLE";
 
 fn main() -> std::process::ExitCode {
     if std::env::var_os(ROLE_BROKER).is_some() {
-        return kit::run(broker::service());
+        return kit::run::<broker::BrokerService>();
     }
     let options = match parse_options() {
         Ok(options) => options,

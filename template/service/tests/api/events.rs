@@ -1,7 +1,6 @@
 //! Events the service publishes reach RabbitMQ (through the outbox), on a prefix of the test's
 //! own.
 
-
 use std::time::Duration;
 
 use crate::common::{BOB, bob, redis_url};

@@ -1,6 +1,5 @@
 //! `Idempotency-Key` on POST /notes: retries are safe, reuse with another body is refused.
 
-
 use crate::common::{BOB, bob, cleo, demo_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

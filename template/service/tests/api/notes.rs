@@ -1,7 +1,6 @@
 //! The notes API over HTTP, against a real Postgres database per test, with tokens minted by
 //! testkit for the demo users.
 
-
 use crate::common::{ADA, BOB, CLEO, ada, bob, cleo, demo_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

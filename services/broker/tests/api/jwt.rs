@@ -1,11 +1,9 @@
 //! `{"event":"auth","method":"jwt","token":...}`: access tokens verified locally with the
 //! identity crate (signature, expiry, revocation), feeding the same rules as ticket auth.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use uuid::Uuid;
 

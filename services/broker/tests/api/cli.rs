@@ -1,14 +1,12 @@
 //! The broker binary as operators run it: exit codes and messages, `check` without a database,
 //! and SIGTERM closing every websocket with 1001 before exiting 0.
 
-mod common;
-
 use std::process::Command;
 
 use std::time::Duration;
 use testkit::cli::{Running, run};
 
-use common::{Client, REDIS, unique_prefix};
+use crate::common::{Client, REDIS, unique_prefix};
 use serde_json::json;
 
 fn binary() -> Command {
@@ -55,8 +53,16 @@ fn a_bad_service_rule_or_no_redis_stops_the_start_naming_the_key() {
         "{stderr}"
     );
 
-    let (output, _, stderr) = run(binary().arg("serve").env("BROKER__HTTP__PORT", "0"));
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // In production the Redis it delivers from must be named (no local default there).
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("BROKER__ENVIRONMENT", "production")
+        .env(
+            "BROKER__AUTH__JWKS_URL",
+            "http://127.0.0.1:8001/.well-known/jwks.json",
+        )
+        .env("BROKER__HTTP__PORT", "0"));
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("redis.url"), "{stderr}");
 }
 
@@ -138,7 +144,7 @@ async fn two_broker_processes_both_deliver_a_publication() {
     let mut on_second = Client::connect(&ws_url(&second)).await;
     on_first.subscribe("feed.news").await;
     on_second.subscribe("feed.news").await;
-    let feed = common::publisher(&prefix, "feed").await;
+    let feed = crate::common::publisher(&prefix, "feed").await;
     let receivers = feed
         .publish(
             "news",
@@ -151,7 +157,7 @@ async fn two_broker_processes_both_deliver_a_publication() {
     for client in [&mut on_first, &mut on_second] {
         assert_eq!(
             client.recv().await,
-            common::message("feed.news", json!({"headline": "everywhere"}))
+            crate::common::message("feed.news", json!({"headline": "everywhere"}))
         );
     }
 }
@@ -168,7 +174,7 @@ async fn sigterm_closes_every_websocket_with_1001_then_exits_0() {
         client.subscribe("feed.news").await;
         clients.push(client);
     }
-    let delivered = common::publish_raw(
+    let delivered = crate::common::publish_raw(
         &prefix,
         "feed.news",
         &json!({"subscription": "feed.news", "data": "before"}).to_string(),
@@ -178,7 +184,7 @@ async fn sigterm_closes_every_websocket_with_1001_then_exits_0() {
     for client in &mut clients {
         assert_eq!(
             client.recv().await,
-            common::message("feed.news", json!("before"))
+            crate::common::message("feed.news", json!("before"))
         );
     }
 

@@ -1,7 +1,6 @@
 //! What the broker's tests share: the broker on a real socket with its own Redis channel prefix,
 //! real websocket clients, a real HTTP server playing the services' callbacks (socketshark's
 //! request/response shape), and publishing through Redis.
-#![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -65,7 +64,7 @@ pub async fn spawn_broker_on(
     let prefix = prefix.to_owned();
     let channel_prefix = prefix.clone();
     let redis = redis.to_owned();
-    let app = TestApp::spawn_with(broker::service(), move |settings| {
+    let app = TestApp::spawn_with::<broker::BrokerService>(move |settings| {
         settings.redis.url = Some(kit::SecretUrl::new(redis));
         // Tokens minted by testkit verify (jwt auth).
         testkit::tokens::trust(settings);
@@ -229,8 +228,7 @@ pub async fn publish_raw(prefix: &str, channel: &str, payload: &str) -> usize {
 /// The typed publisher services use.
 pub async fn publisher(prefix: &str, service: &str) -> realtime::Publisher {
     realtime::Publisher::connect(&kit::SecretUrl::new(REDIS), service)
-        .await
-        .expect("Redis at 127.0.0.1:6379")
+        .expect("a Redis URL")
         .with_prefix(prefix)
 }
 

@@ -1,9 +1,7 @@
 //! socketshark's client protocol over real websockets, with its exact strings: invalid input,
 //! ping, ticket authentication, subscription validation and errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]
@@ -316,6 +314,7 @@ async fn ticket_validation_presents_the_brokers_service_token() {
                 token_url: callbacks.url("token"),
                 client_id: "0193a000-0000-7000-8000-00000000c001".into(),
                 client_secret: kit::Secret::new("hatchery-broker-secret"),
+                scope: None,
             });
         }
     })

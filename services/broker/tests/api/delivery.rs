@@ -2,11 +2,9 @@
 //! fields, ordering, throttling, one Redis subscription per topic, and several broker
 //! processes behind one Redis.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use realtime::PublishOptions;
 use serde_json::{Value, json};
 

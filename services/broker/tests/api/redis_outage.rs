@@ -2,9 +2,7 @@
 //! says 503 meanwhile, and once Redis is back every topic is resubscribed and publications flow
 //! again — socketshark would have exited instead.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use testkit::FaultProxy;
 

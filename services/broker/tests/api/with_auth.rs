@@ -1,10 +1,8 @@
 //! The broker with the real auth service: a user signs in, asks auth for a ticket, and the
 //! broker exchanges it (presenting its own service token) before enforcing topic rules.
 
-mod common;
-
+use crate::common::{ADA, BOB, REDIS, spawn_broker};
 use broker::config::{ClientCredentials, ServiceConfig, TicketAuth};
-use common::{ADA, BOB, REDIS, spawn_broker};
 use kit::config::SecretUrl;
 use serde_json::{Value, json};
 use testkit::{TestApp, json};
@@ -14,7 +12,7 @@ const BROKER_SECRET: &str = "hatchery-broker-secret";
 
 async fn auth_service() -> TestApp {
     let prefix = format!("test-{}:", uuid::Uuid::now_v7().simple());
-    TestApp::spawn_with(auth::service(), |s| {
+    TestApp::spawn_with::<auth::Auth>(|s| {
         s.populate.scenario = Some("demo".into());
         s.redis.url = Some(SecretUrl::new(REDIS));
         s.auth.revocation_prefix = prefix.clone();
@@ -65,6 +63,7 @@ async fn tickets_issued_by_auth_authenticate_and_topic_rules_apply() {
                 token_url: auth.url("/api/auth/v1/token"),
                 client_id: BROKER_CLIENT.into(),
                 client_secret: kit::Secret::new(BROKER_SECRET),
+                scope: None,
             }),
         });
         config.services.insert(

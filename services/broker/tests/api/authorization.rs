@@ -2,12 +2,10 @@
 //! periodic re-authorization, and the subscription callbacks with socketshark's request and
 //! response shapes, against a real HTTP server.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use broker::config::ServiceConfig;
-use common::*;
 use serde_json::json;
 
 fn complex(callbacks: &CallbackServer) -> ServiceConfig {

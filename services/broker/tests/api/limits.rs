@@ -2,12 +2,10 @@
 //! that stop reading or never answer pings. Each gets the documented error or close, and the
 //! broker keeps serving everyone else.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use broker::config::SlowClient;
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
