@@ -24,6 +24,13 @@ use crate::util::{self, loopback, reachable};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Port of the development SMTP sink.
 pub const SMTP_PORT: u16 = 1025;
+/// Port of the SMTP sink's web mailbox and Mailpit-compatible API (Mailpit's port too).
+pub const MAILBOX_PORT: u16 = 8025;
+
+/// The development mailbox, where mail sent to the SMTP sink can be read.
+pub fn mailbox_url() -> String {
+    format!("http://127.0.0.1:{MAILBOX_PORT}")
+}
 
 /// A piece of infrastructure the services need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +487,8 @@ fn ensure_smtp_background(root: &Path) -> Result<()> {
     command
         .arg("--listen")
         .arg(format!("127.0.0.1:{SMTP_PORT}"))
+        .arg("--http")
+        .arg(format!("127.0.0.1:{MAILBOX_PORT}"))
         .arg("--dir")
         .arg(&mail_dir)
         .stdin(Stdio::null())
@@ -511,8 +520,9 @@ fn ensure_smtp_background(root: &Path) -> Result<()> {
         "smtp",
         SMTP_PORT,
         &format!(
-            "started smtp-sink in the background (pid {}, mail in {}, log {}; stop it with `kill {}`)",
+            "started smtp-sink in the background (pid {}, mailbox {}, mail in {}, log {}; stop it with `kill {}`)",
             child.id(),
+            mailbox_url(),
             mail_dir.display(),
             log_path.display(),
             child.id()

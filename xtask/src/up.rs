@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::infra::{self, SMTP_PORT, Smtp};
+use crate::infra::{self, MAILBOX_PORT, SMTP_PORT, Smtp, mailbox_url};
 use crate::services::{self, Service};
 use crate::util::{self, loopback, reachable};
 use crate::{http, procs};
@@ -130,7 +130,11 @@ fn print_ready_table(root: &Path, procs: &[Proc], scenario: &str, mail_dir: Opti
         rows.push(vec![
             "smtp".to_string(),
             format!("smtp://127.0.0.1:{SMTP_PORT}"),
-            format!("mail saved in {}", dir.display()),
+            format!(
+                "mailbox {} (mail saved in {})",
+                mailbox_url(),
+                dir.display()
+            ),
             String::new(),
         ]);
     }
@@ -202,7 +206,12 @@ pub fn up(root: &Path, options: &UpOptions) -> Result<i32> {
     infra::ensure(root, Smtp::Skip)?;
     let smtp_needed = !reachable(loopback(SMTP_PORT), Duration::from_millis(300));
     if !smtp_needed {
-        println!("smtp      127.0.0.1:{SMTP_PORT:<5}  ok (already running)");
+        let mailbox = if reachable(loopback(MAILBOX_PORT), Duration::from_millis(300)) {
+            format!("; mailbox {}", mailbox_url())
+        } else {
+            String::new()
+        };
+        println!("smtp      127.0.0.1:{SMTP_PORT:<5}  ok (already running{mailbox})");
     }
     for service in &services {
         if reachable(loopback(service.port), Duration::from_millis(300)) {
@@ -250,6 +259,8 @@ pub fn up(root: &Path, options: &UpOptions) -> Result<i32> {
                 .current_dir(root)
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{SMTP_PORT}"))
+                .arg("--http")
+                .arg(format!("127.0.0.1:{MAILBOX_PORT}"))
                 .arg("--dir")
                 .arg(&dir);
             let (child, output) = spawn("smtp", command, services.len(), width, colour)?;

@@ -1,4 +1,4 @@
-//! Real SMTP conversations over TCP with the sink.
+//! Real SMTP conversations over TCP: the protocol itself, no API.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -6,69 +6,7 @@ use std::time::Duration;
 
 use smtp_sink::{Options, Sink};
 
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    fn connect(sink: &Sink) -> Client {
-        let stream = TcpStream::connect(sink.addr()).expect("connect to sink");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut client = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        };
-        let greeting = client.read_reply();
-        assert!(greeting.starts_with("220 "), "greeting: {greeting:?}");
-        client
-    }
-
-    /// Read a full (possibly multi-line) reply; returns all lines joined by `\n`.
-    fn read_reply(&mut self) -> String {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let read = self.reader.read_line(&mut line).expect("read reply");
-            assert!(read > 0, "connection closed; got so far: {lines:?}");
-            assert!(
-                line.ends_with("\r\n"),
-                "reply line not CRLF-terminated: {line:?}"
-            );
-            let line = line.trim_end().to_string();
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line);
-            if last {
-                return lines.join("\n");
-            }
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-    }
-
-    /// Send one command line and return the reply.
-    fn cmd(&mut self, line: &str) -> String {
-        self.send_raw(format!("{line}\r\n").as_bytes());
-        self.read_reply()
-    }
-
-    fn expect(&mut self, line: &str, code: &str) -> String {
-        let reply = self.cmd(line);
-        assert!(
-            reply.starts_with(code),
-            "{line:?} answered {reply:?}, expected {code}"
-        );
-        reply
-    }
-}
-
-fn start() -> Sink {
-    Sink::start("127.0.0.1:0").expect("start sink")
-}
+use crate::support::{Client, start};
 
 #[test]
 fn delivers_dot_stuffed_message_with_all_recipients() {
