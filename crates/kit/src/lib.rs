@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod openapi;
 pub mod pagination;
 pub mod request_id;
 pub mod service;

@@ -186,6 +186,7 @@ impl<A: AppSettings> Service<A> {
         openapi.info.title = format!("Hatchery {} service", self.name);
         openapi.info.version = self.version.to_owned();
         openapi.info.description = Some(self.description.to_owned());
+        crate::openapi::finish(&mut openapi);
         let openapi_json = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
         let mut checks: Vec<Arc<dyn Check>> = Vec::new();
         if self.has_database() {
