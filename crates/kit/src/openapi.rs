@@ -343,6 +343,17 @@ fn finish_operation(operation: &mut Operation) {
         statuses.extend([401, 403, 503]);
     }
     let responses = &mut operation.responses.responses;
+    // A problem response the handler wrote without a description of its own is the standard
+    // one (with its description, example and headers).
+    for (status, response) in responses.iter_mut() {
+        let standard = status.parse().ok().and_then(standard_ref);
+        if let (RefOr::T(own), Some(standard)) = (&*response, standard)
+            && own.description.is_empty()
+            && own.content.get("application/json").is_some_and(is_problem)
+        {
+            *response = standard;
+        }
+    }
     for status in statuses {
         if let (false, Some(standard)) = (
             responses.contains_key(&status.to_string()),
@@ -358,6 +369,12 @@ fn finish_operation(operation: &mut Operation) {
     }
 }
 
+/// Whether a response content is a `Problem` document.
+fn is_problem(content: &RefOr<Content>) -> bool {
+    let problem = Ref::from_schema_name("Problem").ref_location;
+    matches!(content, RefOr::T(Content { schema: Some(RefOr::Ref(r)), .. }) if r.ref_location == problem)
+}
+
 /// A handler's own response: a description if it has none, problem bodies as
 /// `application/problem+json`, and the request id header.
 fn finish_response(status: &str, response: &mut ApiResponse) {
@@ -370,10 +387,6 @@ fn finish_response(status: &str, response: &mut ApiResponse) {
             .unwrap_or("Response")
             .to_owned();
     }
-    let problem = Ref::from_schema_name("Problem").ref_location;
-    let is_problem = |content: &RefOr<Content>| {
-        matches!(content, RefOr::T(Content { schema: Some(RefOr::Ref(r)), .. }) if r.ref_location == problem)
-    };
     if response.content.get("application/json").is_some_and(is_problem)
         && let Some(content) = response.content.shift_remove("application/json")
     {
@@ -428,9 +441,9 @@ async fn serve_docs(file: String, config: Arc<utoipa_swagger_ui::Config<'static>
 
 /// What `str::trim` removes (Unicode `White_Space`), as the inside of a regex class in the
 /// syntax JSON Schema (ECMA-262), Python and Rust share.
-const WHITESPACE: &str = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+pub const WHITESPACE: &str = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 /// What `char::is_control` is true for (Unicode `Cc`), likewise.
-const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
+pub const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
 
 /// The schema of a one-line text field parsed by trimming whitespace, then requiring 1 to
 /// `max_chars` characters and no control characters (titles, names). Leading and trailing
