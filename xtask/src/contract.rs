@@ -162,7 +162,13 @@ pub fn contract(root: &Path, options: &ContractOptions) -> Result<i32> {
                 &auth,
                 &throwaway,
                 options,
-                &["--include-path", LOGOUT_PATH],
+                // Alone, it has no links to follow.
+                &[
+                    "--include-path",
+                    LOGOUT_PATH,
+                    "--phases",
+                    "examples,coverage,fuzzing",
+                ],
                 &work.join("auth-logout.txt"),
             )?;
             outcomes.push(Outcome {
@@ -185,7 +191,10 @@ fn isolated_env(service: &Service, run_id: &str) -> Vec<(String, String)> {
     let mut env = vec![
         (
             service.env("DATABASE__URL"),
-            format!("postgres://postgres@127.0.0.1:5432/{}_contract", service.name),
+            format!(
+                "postgres://postgres@127.0.0.1:5432/{}_contract",
+                service.name
+            ),
         ),
         (service.env("AMQP__PREFIX"), "hatchery-contract".to_string()),
         (service.env("LOG__FORMAT"), "json".to_string()),
@@ -210,8 +219,14 @@ fn ensure_tools(work: &Path) -> Result<PathBuf> {
     let python = ["python3", "python"]
         .into_iter()
         .find_map(util::which)
-        .context("python3 is needed to install schemathesis (e.g. `apt-get install python3-venv`)")?;
-    println!("==> installing {} into {}", REQUIREMENTS.join(" "), venv.display());
+        .context(
+            "python3 is needed to install schemathesis (e.g. `apt-get install python3-venv`)",
+        )?;
+    println!(
+        "==> installing {} into {}",
+        REQUIREMENTS.join(" "),
+        venv.display()
+    );
     std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
     util::run(Command::new(&python).arg("-m").arg("venv").arg(&venv))
         .context("cannot create the virtualenv (on Debian: `apt-get install python3-venv`)")?;
@@ -331,6 +346,8 @@ fn schemathesis(
     command
         .current_dir(root)
         .env("SCHEMATHESIS_HOOKS", root.join("xtask/contract/hooks.py"))
+        .arg("--config-file")
+        .arg(root.join("xtask/contract/schemathesis.toml"))
         .arg("run")
         .arg(format!("{}/openapi.json", service.url()))
         .args(["--checks", "all"])

@@ -154,11 +154,11 @@ impl Fleet {
             .arg("--dir")
             .arg(mail_dir);
         self.spawn("smtp", command, None)?;
-        Ok(
-            util::poll_until(Duration::from_secs(10), Duration::from_millis(25), || {
-                reachable(loopback(SMTP_PORT), Duration::from_millis(200))
-            }),
-        )
+        Ok(util::poll_until(
+            Duration::from_secs(10),
+            Duration::from_millis(25),
+            || reachable(loopback(SMTP_PORT), Duration::from_millis(200)),
+        ))
     }
 
     /// Starts `service serve` with [`service_env`] for `scenario`, then `extra_env`.

@@ -95,7 +95,13 @@ const STANDARD: &[Standard] = &[
         status: 404,
         name: "NotFound",
         description: "Nothing is at this path, or not for you (`not_found`). A malformed id names nothing either.",
-        example: || ApiError::new(StatusCode::NOT_FOUND, "not_found", "No resource at this path."),
+        example: || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No resource at this path.",
+            )
+        },
         headers: &[],
     },
     Standard {
@@ -322,13 +328,16 @@ fn finish_operation(operation: &mut Operation) {
             .iter()
             .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
     };
-    let json_body = operation.request_body.as_ref().is_some_and(|body| match body {
-        RefOr::T(body) => body
-            .content
-            .keys()
-            .any(|ct| ct == "application/json" || ct.ends_with("+json")),
-        RefOr::Ref(_) => false,
-    });
+    let json_body = operation
+        .request_body
+        .as_ref()
+        .is_some_and(|body| match body {
+            RefOr::T(body) => body
+                .content
+                .keys()
+                .any(|ct| ct == "application/json" || ct.ends_with("+json")),
+            RefOr::Ref(_) => false,
+        });
     let mut statuses: Vec<u16> = vec![500, 504];
     if json_body {
         statuses.extend([400, 413, 415, 422]);
@@ -387,7 +396,10 @@ fn finish_response(status: &str, response: &mut ApiResponse) {
             .unwrap_or("Response")
             .to_owned();
     }
-    if response.content.get("application/json").is_some_and(is_problem)
+    if response
+        .content
+        .get("application/json")
+        .is_some_and(is_problem)
         && let Some(content) = response.content.shift_remove("application/json")
     {
         response.content.insert(PROBLEM_JSON.to_owned(), content);
@@ -411,7 +423,10 @@ pub fn docs() -> Router {
     let index = config.clone();
     Router::new()
         .route("/docs", get(|| async { Redirect::permanent("docs/") }))
-        .route("/docs/", get(move || serve_docs(String::new(), index.clone())))
+        .route(
+            "/docs/",
+            get(move || serve_docs(String::new(), index.clone())),
+        )
         .route(
             "/docs/{*file}",
             get(move |Path(file): Path<String>| serve_docs(file, config.clone())),
@@ -423,8 +438,11 @@ async fn serve_docs(file: String, config: Arc<utoipa_swagger_ui::Config<'static>
         Ok(Some(found)) => {
             let content_type = HeaderValue::from_str(&found.content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-            let mut response =
-                ([(header::CONTENT_TYPE, content_type)], found.bytes.into_owned()).into_response();
+            let mut response = (
+                [(header::CONTENT_TYPE, content_type)],
+                found.bytes.into_owned(),
+            )
+                .into_response();
             if found.gzpipped {
                 response
                     .headers_mut()
@@ -432,10 +450,15 @@ async fn serve_docs(file: String, config: Arc<utoipa_swagger_ui::Config<'static>
             }
             response
         }
-        Ok(None) => ApiError::new(StatusCode::NOT_FOUND, "not_found", "No resource at this path.")
-            .into_response(),
-        Err(err) => ApiError::internal(anyhow::anyhow!("rendering the API docs: {err}"))
-            .into_response(),
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No resource at this path.",
+        )
+        .into_response(),
+        Err(err) => {
+            ApiError::internal(anyhow::anyhow!("rendering the API docs: {err}")).into_response()
+        }
     }
 }
 

@@ -37,7 +37,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// sign in with this endpoint's password and client-credentials grants. Operations that need
 /// a token accept it as `bearer` (from anywhere) or `oauth2` (signed in through `/docs`).
 pub fn document() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme};
+    use utoipa::openapi::security::{
+        ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme,
+    };
     let mut document = utoipa::openapi::OpenApi::default();
     let components = document.components.get_or_insert_with(Default::default);
     components.security_schemes.insert(

@@ -89,7 +89,11 @@ fn roles_schema() -> utoipa::openapi::Array {
         .pattern(Some(r"^(?!service$)[a-z][a-z0-9_-]{0,31}$"))
         .build();
     utoipa::openapi::schema::ArrayBuilder::new()
-        .schema_type([utoipa::openapi::Type::Array, utoipa::openapi::Type::Null].into_iter().collect::<utoipa::openapi::schema::SchemaType>())
+        .schema_type(
+            [utoipa::openapi::Type::Array, utoipa::openapi::Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
         .items(role)
         .max_items(Some(crate::domain::Roles::MAX))
         .examples([serde_json::json!(["admin"])])
