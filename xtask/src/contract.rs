@@ -53,6 +53,23 @@ pub struct ContractOptions {
     pub ready_timeout: Duration,
 }
 
+impl Default for ContractOptions {
+    fn default() -> Self {
+        ContractOptions {
+            only: Vec::new(),
+            max_examples: DEFAULT_MAX_EXAMPLES,
+            seed: DEFAULT_SEED,
+            ready_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Enough for every phase to reach each operation's edge cases in about half a minute per
+/// service on a developer machine.
+pub const DEFAULT_MAX_EXAMPLES: u32 = 25;
+/// A fixed seed: every run (and CI) sends the same requests, so a failure reproduces.
+pub const DEFAULT_SEED: u64 = 1;
+
 /// One service's outcome.
 struct Outcome {
     service: String,

@@ -36,7 +36,8 @@ enum Cmd {
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         ready_timeout: u64,
     },
-    /// infra, cargo fmt --check, clippy -D warnings, nextest; stops at the first failure.
+    /// infra, cargo fmt --check, clippy -D warnings, nextest, contract; stops at the first
+    /// failure.
     Test {
         /// Extra arguments for `cargo nextest run` (after `--`).
         #[arg(last = true, value_name = "NEXTEST_ARGS")]
@@ -48,10 +49,10 @@ enum Cmd {
         /// Only these services (default: all).
         services: Vec<String>,
         /// Generated requests per operation and test phase.
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = contract::DEFAULT_MAX_EXAMPLES)]
         max_examples: u32,
         /// Random seed: the same seed sends the same requests.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = contract::DEFAULT_SEED)]
         seed: u64,
         /// Seconds a started service may take to answer /readyz with 200.
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]

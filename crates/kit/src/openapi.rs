@@ -504,3 +504,250 @@ fn string_type(nullable: bool) -> utoipa::openapi::schema::SchemaType {
         Type::String.into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::State;
+    use http::Request;
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+
+    use super::*;
+    use crate::config::HttpSettings;
+    use crate::{Json, Path};
+
+    #[derive(serde::Deserialize, utoipa::ToSchema)]
+    struct NewThing {
+        #[schema(schema_with = thing_name)]
+        name: String,
+    }
+
+    fn thing_name() -> Object {
+        trimmed_text(20, false)
+    }
+
+    /// Create a thing (public).
+    #[utoipa::path(post, path = "/things", request_body = NewThing,
+        responses((status = 201), (status = 409, description = "Taken", body = Problem)))]
+    async fn create_thing(Json(thing): Json<NewThing>) -> StatusCode {
+        if thing.name.is_empty() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::CREATED
+        }
+    }
+
+    /// Fetch a thing (needs a token).
+    #[utoipa::path(get, path = "/things/{id}", params(("id" = uuid::Uuid, Path)),
+        security(("bearer" = [])),
+        responses((status = 200, description = "The thing"), (status = 429, body = Problem)))]
+    async fn get_thing(State(()): State<()>, Path(_): Path<uuid::Uuid>) -> StatusCode {
+        StatusCode::OK
+    }
+
+    fn finished() -> Value {
+        let (_, mut doc) = OpenApiRouter::new()
+            .routes(routes!(create_thing))
+            .routes(routes!(get_thing))
+            .split_for_parts();
+        finish(&mut doc);
+        serde_json::to_value(&doc).unwrap()
+    }
+
+    fn statuses(operation: &Value) -> Vec<&str> {
+        let mut statuses: Vec<&str> = operation["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        statuses.sort_unstable();
+        statuses
+    }
+
+    #[test]
+    fn info_and_security_scheme_are_the_projects() {
+        let doc = finished();
+        assert_eq!(doc["info"]["contact"]["name"], CONTACT_NAME);
+        assert_eq!(doc["info"]["license"]["identifier"], "MIT OR Apache-2.0");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"],
+            json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "An access token from auth's `POST /api/auth/v1/token`, sent as `Authorization: Bearer <token>`."})
+        );
+    }
+
+    #[test]
+    fn every_operation_gets_what_kit_may_answer() {
+        let doc = finished();
+        let create = &doc["paths"]["/things"]["post"];
+        assert_eq!(
+            statuses(create),
+            ["201", "400", "409", "413", "415", "422", "500", "504"]
+        );
+        assert!(create.get("security").is_none(), "public stays public");
+        let get = &doc["paths"]["/things/{id}"]["get"];
+        assert_eq!(
+            statuses(get),
+            ["200", "401", "403", "404", "429", "500", "503", "504"]
+        );
+        assert_eq!(get["security"], json!([{"bearer": []}]));
+        assert_eq!(
+            get["responses"]["401"],
+            json!({"$ref": "#/components/responses/Unauthorized"})
+        );
+        // A problem response without a description of its own is the standard one.
+        assert_eq!(
+            get["responses"]["429"],
+            json!({"$ref": "#/components/responses/RateLimited"})
+        );
+        let limited = &doc["components"]["responses"]["RateLimited"];
+        assert!(limited["headers"]["Retry-After"].is_object());
+        // A handler's own problem response keeps its words, as problem+json.
+        let taken = &create["responses"]["409"];
+        assert_eq!(taken["description"], "Taken");
+        assert_eq!(
+            taken["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        assert!(taken["content"].get("application/json").is_none());
+        // OpenAPI requires a description on every response.
+        assert_eq!(create["responses"]["201"]["description"], "Created");
+        assert!(create["responses"]["201"]["headers"]["X-Request-Id"].is_object());
+    }
+
+    #[test]
+    fn standard_responses_are_problem_json_matching_kits_problem() {
+        let doc = finished();
+        let problem = &doc["components"]["schemas"]["Problem"];
+        let mut required: Vec<&str> = problem["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        required.sort_unstable();
+        assert_eq!(required, ["code", "status", "title", "type"]);
+        for standard in STANDARD {
+            let response = &doc["components"]["responses"][standard.name];
+            let content = &response["content"][PROBLEM_JSON];
+            assert_eq!(
+                content["schema"]["$ref"], "#/components/schemas/Problem",
+                "{}",
+                standard.name
+            );
+            // The example is what kit really sends for that status.
+            let example: Problem = serde_json::from_value(content["example"].clone()).unwrap();
+            assert_eq!(example.status, standard.status, "{}", standard.name);
+            assert_eq!(
+                example.kind,
+                format!("urn:hatchery:problem:{}", example.code)
+            );
+        }
+    }
+
+    #[test]
+    fn trimmed_text_matches_the_parsing_rule() {
+        let pattern = trimmed_text(5, false).pattern.unwrap();
+        let schema = regex::Regex::new(&pattern).unwrap();
+        // The rule the domain types apply: trim, then 1..=5 characters, no control characters.
+        let rule = |text: &str| {
+            let trimmed = text.trim();
+            !trimmed.is_empty()
+                && trimmed.chars().count() <= 5
+                && !trimmed.chars().any(char::is_control)
+        };
+        for text in [
+            "",
+            " ",
+            "a",
+            " a ",
+            "abcde",
+            "abcdef",
+            "  abcde\t\n",
+            "a b",
+            "a\u{7}b",
+            "\u{85}x",
+            "x\u{a0}",
+            "\u{3000}\u{3000}",
+            "é",
+            "ab\u{9f}",
+            "\tab",
+            "a\u{2028}b",
+            "a\nb",
+        ] {
+            assert_eq!(schema.is_match(text), rule(text), "{text:?}");
+        }
+        let free = regex::Regex::new(&free_text(10, true).pattern.unwrap()).unwrap();
+        assert!(free.is_match("any\ntext"));
+        assert!(!free.is_match("nul\0"));
+    }
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn docs_render_from_local_assets_only() {
+        let router = crate::http::stack(
+            Router::new(),
+            crate::http::Ops {
+                checks: Vec::new(),
+                openapi_json: "{}".to_owned(),
+            },
+            &HttpSettings::default(),
+        );
+        let (status, headers, _) = get(&router, "/docs").await;
+        assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(headers[header::LOCATION], "docs/");
+
+        let (status, headers, body) = get(&router, "/docs/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let html = String::from_utf8(body).unwrap();
+        let assets: Vec<&str> = ["src=\"", "href=\""]
+            .iter()
+            .flat_map(|attribute| html.split(attribute).skip(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(assets.len() >= 4, "{html}");
+        for asset in assets {
+            assert!(
+                !asset.contains("//") && !asset.starts_with('/'),
+                "not a local asset: {asset}"
+            );
+            let path = format!("/docs/{}", asset.trim_start_matches("./"));
+            let (status, _, body) = get(&router, &path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(!body.is_empty(), "{path}");
+        }
+        let (_, _, initializer) = get(&router, "/docs/swagger-initializer.js").await;
+        let initializer = String::from_utf8(initializer).unwrap();
+        assert!(initializer.contains(DOCUMENT_FROM_DOCS), "{initializer}");
+        assert!(
+            initializer.contains("\"validatorUrl\": \"none\""),
+            "{initializer}"
+        );
+
+        let (status, headers, _) = get(&router, "/docs/no-such-file.js").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+}

@@ -70,13 +70,14 @@ pub struct UserFilter {
     pub include_deleted: bool,
 }
 
-/// `q`: at most 254 characters once surrounding whitespace is trimmed (blank means no filter).
+/// `q`: at most 254 characters once surrounding whitespace is trimmed (blank means no
+/// filter), no NUL.
 fn search_schema() -> utoipa::openapi::Object {
     use kit::openapi::WHITESPACE;
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
         .pattern(Some(format!(
-            r"^[{WHITESPACE}]*(?:[^{WHITESPACE}](?:[\s\S]{{0,252}}[^{WHITESPACE}])?)?[{WHITESPACE}]*$"
+            r"^[{WHITESPACE}]*(?:[^{WHITESPACE}\x00](?:[^\x00]{{0,252}}[^{WHITESPACE}\x00])?)?[{WHITESPACE}]*$"
         )))
         .build()
 }
@@ -119,11 +120,15 @@ async fn list_users(
 ) -> ApiResult<Json<Page<User>>> {
     let page = paging.parse::<UserKey>()?;
     let search = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let mut errors = FieldErrors::default();
     if search.is_some_and(|q| q.chars().count() > 254) {
-        let mut errors = FieldErrors::default();
         errors.add("q", "must be at most 254 characters");
-        return Err(errors.into());
     }
+    // Postgres text cannot hold NUL: the query would fail (a 500) instead of matching nothing.
+    if search.is_some_and(|q| q.contains('\0')) {
+        errors.add("q", "must not contain NUL characters");
+    }
+    errors.into_result()?;
     let rows = users::list(&state.db, search, filter.include_deleted, &page).await?;
     Ok(Json(Page::from_rows(rows, &page, UserRow::key, User::from)))
 }
