@@ -8,8 +8,7 @@ Requests meant to be invalid keep whatever was generated: the API must still rej
   with different bodies is rightly refused (422 `idempotency_key_reused`), and one generated
   twice with the same body replays the first answer (which may name a note deleted since).
 - `cursor`: an opaque value taken from a previous page's `next_cursor`; any other string is
-  rightly refused (422). Valid requests ask for the first page; the document's links carry
-  real cursors where the stateful phase follows them.
+  rightly refused (422). Valid requests ask for the first page.
 """
 
 import uuid

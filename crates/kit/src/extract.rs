@@ -322,7 +322,7 @@ mod strict {
             match self.iter.next() {
                 Some((key, value)) => {
                     self.value = Some(value);
-                    seed.deserialize(Value::String(key)).map(Some)
+                    seed.deserialize(Key(key)).map(Some)
                 }
                 None => Ok(None),
             }
@@ -337,6 +337,65 @@ mod strict {
 
         fn size_hint(&self) -> Option<usize> {
             Some(self.iter.len())
+        }
+    }
+
+    /// An object's key: a string, which a map with number or boolean keys reads as one, as
+    /// `serde_json` does (`{"1": ...}` into a `BTreeMap<u32, _>`).
+    struct Key(String);
+
+    macro_rules! parse_key {
+        ($($method:ident => $visit:ident),* $(,)?) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+                match self.0.parse() {
+                    Ok(value) => visitor.$visit(value),
+                    Err(_) => Err(de::Error::invalid_type(Unexpected::Str(&self.0), &visitor)),
+                }
+            }
+        )*};
+    }
+
+    impl<'de> de::Deserializer<'de> for Key {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            visitor.visit_string(self.0)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_enum(self.0.into_deserializer())
+        }
+
+        parse_key! {
+            deserialize_bool => visit_bool,
+            deserialize_i8 => visit_i8,
+            deserialize_i16 => visit_i16,
+            deserialize_i32 => visit_i32,
+            deserialize_i64 => visit_i64,
+            deserialize_i128 => visit_i128,
+            deserialize_u8 => visit_u8,
+            deserialize_u16 => visit_u16,
+            deserialize_u32 => visit_u32,
+            deserialize_u64 => visit_u64,
+            deserialize_u128 => visit_u128,
+        }
+
+        forward_to_deserialize_any! {
+            f32 f64 char str string bytes byte_buf option unit unit_struct seq tuple
+            tuple_struct map struct identifier ignored_any
         }
     }
 
@@ -507,6 +566,9 @@ mod tests {
             br#"{"inner": null, "list": [], "pair": [7, "x"], "choice": {"wrapped": [3]}}"#,
         );
         assert!(wrapped_array.is_err());
+        let by_number: std::collections::BTreeMap<u32, bool> =
+            parse_json(br#"{"7": true, "12": false}"#).unwrap();
+        assert_eq!(by_number.get(&12), Some(&false));
         let plain: Outer =
             parse_json(br#"{"inner": {"n": 9}, "list": [], "pair": [0, ""], "choice": "plain"}"#)
                 .unwrap();

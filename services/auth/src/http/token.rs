@@ -62,17 +62,22 @@ const TOKEN_URL: &str = "/api/auth/v1/token";
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// `password`, `refresh_token` or `client_credentials`.
-    #[schema(example = "password")]
+    #[schema(example = "password", nullable = false)]
     pub grant_type: Option<String>,
     /// The user's email (password grant); `username` is accepted too (RFC 6749's name).
     #[serde(alias = "username")]
-    #[schema(example = "ada@hatchery.test")]
+    #[schema(example = "ada@hatchery.test", nullable = false)]
     pub email: Option<String>,
+    #[schema(nullable = false)]
     pub password: Option<String>,
+    #[schema(nullable = false)]
     pub refresh_token: Option<String>,
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
     /// Space-separated scopes (client credentials); default: every scope of the client.
+    #[schema(nullable = false)]
     pub scope: Option<String>,
 }
 
