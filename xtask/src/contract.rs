@@ -365,7 +365,8 @@ fn schemathesis(
     log: &Path,
 ) -> Result<Verdict> {
     let mut command = Command::new(venv.join("bin/st"));
-    command.current_dir(root).env(
+    // Schemathesis keeps a cache (`.schemathesis/`) in its working directory: not the checkout.
+    command.current_dir(log.parent().unwrap_or(root)).env(
         "SCHEMATHESIS_HOOKS",
         root.join(CONTRACT_DIR).join("hooks.py"),
     );
