@@ -13,14 +13,72 @@ pub struct Response {
 
 /// `GET path` with `Connection: close`; every step bounded by `timeout`.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
+    request(addr, "GET", path, None, timeout)
+}
+
+/// `POST path` with a form-encoded body (`application/x-www-form-urlencoded`).
+pub fn post_form(
+    addr: SocketAddr,
+    path: &str,
+    fields: &[(&str, &str)],
+    timeout: Duration,
+) -> io::Result<Response> {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
+        .collect();
+    let body = body.join("&");
+    request(
+        addr,
+        "POST",
+        path,
+        Some(("application/x-www-form-urlencoded", body.as_bytes())),
+        timeout,
+    )
+}
+
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(char::from(byte));
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: xtask\r\nAccept: */*\r\nConnection: close\r\n"
+    )
+    .into_bytes();
+    if let Some((content_type, body)) = body {
+        request.extend_from_slice(
+            format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        request.extend_from_slice(body);
+    } else {
+        request.extend_from_slice(b"\r\n");
+    }
     // One write: the request goes out in a single segment.
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: xtask\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes())?;
+    stream.write_all(&request)?;
     let mut response = Vec::new();
     stream.take(16 * 1024 * 1024).read_to_end(&mut response)?;
     parse(&response)

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod checks;
 pub mod compose;
+pub mod contract;
 pub mod generator;
 pub mod http;
 pub mod infra;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, generator, infra, services, testing, up, util};
+use xtask::{bench, contract, generator, infra, services, testing, up, util};
 
 #[derive(Parser)]
 #[command(
@@ -36,11 +36,27 @@ enum Cmd {
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         ready_timeout: u64,
     },
-    /// infra, cargo fmt --check, clippy -D warnings, nextest; stops at the first failure.
+    /// infra, cargo fmt --check, clippy -D warnings, nextest, contract; stops at the first
+    /// failure.
     Test {
         /// Extra arguments for `cargo nextest run` (after `--`).
         #[arg(last = true, value_name = "NEXTEST_ARGS")]
         nextest_args: Vec<String>,
+    },
+    /// Check every service against its OpenAPI document: openapi-spec-validator, then
+    /// schemathesis with all checks as the demo admin (starts what is not running).
+    Contract {
+        /// Only these services (default: all).
+        services: Vec<String>,
+        /// Generated requests per operation and test phase.
+        #[arg(long, default_value_t = contract::DEFAULT_MAX_EXAMPLES)]
+        max_examples: u32,
+        /// Random seed: the same seed sends the same requests.
+        #[arg(long, default_value_t = contract::DEFAULT_SEED)]
+        seed: u64,
+        /// Seconds a started service may take to answer /readyz with 200.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        ready_timeout: u64,
     },
     /// Hatch services/<NAME> from the template and register it.
     NewService {
@@ -103,6 +119,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             },
         ),
         Cmd::Test { nextest_args } => testing::test(&root, &nextest_args),
+        Cmd::Contract {
+            services,
+            max_examples,
+            seed,
+            ready_timeout,
+        } => contract::contract(
+            &root,
+            &contract::ContractOptions {
+                only: services,
+                max_examples,
+                seed,
+                ready_timeout: Duration::from_secs(ready_timeout),
+            },
+        ),
         Cmd::NewService { name, port } => {
             let done = generator::new_service(&root, &name, port)?;
             print!("{}", done.summary());

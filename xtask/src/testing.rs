@@ -1,4 +1,4 @@
-//! `cargo xtask test`: infra, fmt, clippy, nextest — stop at the first failure.
+//! `cargo xtask test`: infra, fmt, clippy, nextest, contract — stop at the first failure.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use crate::contract::{self, ContractOptions};
 use crate::infra::{self, Smtp};
 use crate::util;
 
@@ -120,9 +121,25 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
             return Ok(code);
         }
     }
+
+    // Every service against its own OpenAPI document (see `cargo xtask contract`).
+    println!("==> contract");
+    let started = Instant::now();
+    let code = contract::contract(root, &ContractOptions::default()).unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        1
+    });
+    steps.push(Step {
+        name: "contract",
+        took: started.elapsed(),
+        ok: code == 0,
+    });
     print!("{}", summary(&steps));
+    if code != 0 {
+        eprintln!("`contract` failed with exit code {code}");
+    }
     print_tally(tally.as_ref());
-    Ok(0)
+    Ok(code)
 }
 
 /// Test counts from nextest's `Summary [...] N tests run: P passed, F failed, S skipped` line.

@@ -17,17 +17,27 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub struct Problem {
     /// `urn:hatchery:problem:<code>`.
     #[serde(rename = "type")]
+    #[schema(example = "urn:hatchery:problem:validation_failed")]
     pub kind: String,
+    /// The status's reason phrase, e.g. `Unprocessable Entity`.
     pub title: String,
+    /// The HTTP status code, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What went wrong, for the developer reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub detail: Option<String>,
     /// Stable snake_case machine code, e.g. `validation_failed`.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
     pub code: String,
+    /// The request's id (also in the `X-Request-Id` header): quote it when reporting a problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub request_id: Option<String>,
     /// Messages per invalid field (422 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub errors: Option<BTreeMap<String, Vec<String>>>,
 }
 

@@ -56,6 +56,7 @@ pub fn stack(api: Router, ops: Ops, settings: &HttpSettings) -> Router {
             }),
         )
         .route("/metrics", get(render_metrics))
+        .merge(crate::openapi::docs())
         .route(
             "/openapi.json",
             get(move || {

@@ -19,8 +19,10 @@ pub const MAX_LIMIT: u32 = 100;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque; absent or empty for the first page).
+    #[param(pattern = r"^[A-Za-z0-9_-]*$", max_length = 1024)]
     pub cursor: Option<String>,
 }
 

@@ -296,14 +296,10 @@ pub async fn populate<S: Service>(
 /// The service's OpenAPI document, built from its routes alone (no state, no connection).
 pub fn openapi<S: Service>() -> utoipa::openapi::OpenApi {
     let (_, mut document) = S::routes().split_for_parts();
-    crate::openapi::finish(
-        &mut document,
-        &crate::openapi::About {
-            name: S::NAME,
-            version: S::VERSION,
-            description: S::DESCRIPTION,
-        },
-    );
+    document.info.title = format!("Hatchery {} service", S::NAME);
+    document.info.version = S::VERSION.to_owned();
+    document.info.description = Some(S::DESCRIPTION.to_owned());
+    crate::openapi::finish(&mut document);
     document
 }
 

@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmail {
     /// The token from the verification link.
+    #[schema(example = "3q2-7wAAAAB7xS0o4c5mRQ8fJ0aQd1bVwLNcZkq4zZk")]
     pub token: String,
 }
 
@@ -37,7 +38,7 @@ pub struct VerifyEmail {
     request_body = VerifyEmail,
     responses(
         (status = 204, description = "Verified"),
-        (status = 422, description = "`invalid_token`", body = kit::Problem),
+        (status = 422, description = "The token is unknown, used or expired (`invalid_token`)", body = kit::Problem),
     )
 )]
 async fn verify_email(
@@ -72,6 +73,9 @@ async fn verify_email(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resend {
+    /// Any text: an address that is not valid, or has no unverified account, gets the same
+    /// answer.
+    #[schema(example = "ada@hatchery.test")]
     pub email: String,
 }
 
@@ -83,7 +87,7 @@ pub struct Resend {
     request_body = Resend,
     responses(
         (status = 202, description = "Accepted (whether or not the address has an account)"),
-        (status = 429, description = "`rate_limited`", body = kit::Problem),
+        (status = 429, body = kit::Problem),
     )
 )]
 async fn resend_verification(

@@ -9,6 +9,32 @@ use utoipa_axum::routes;
 
 use super::AppState;
 
+/// A JSON Web Key Set (RFC 7517), as served.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct KeySet {
+    keys: Vec<Key>,
+}
+
+/// One public key: Ed25519 (RFC 8037).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Key {
+    /// `OKP`.
+    kty: String,
+    /// `Ed25519`.
+    crv: String,
+    /// The key id tokens name in their header.
+    kid: String,
+    /// The public key, base64url without padding.
+    x: String,
+    /// `EdDSA`.
+    alg: String,
+    /// `sig`.
+    #[schema(rename = "use")]
+    key_use: String,
+}
+
 /// `/api/auth/v1/jwks`.
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(jwks))
@@ -22,7 +48,7 @@ pub fn well_known_router() -> OpenApiRouter<AppState> {
 /// The signing keys' public halves.
 #[utoipa::path(
     get, path = "/jwks", tag = "keys",
-    responses((status = 200, description = "`{\"keys\": [{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\",\"x\",\"alg\":\"EdDSA\",\"use\":\"sig\"}]}`"))
+    responses((status = 200, description = "The key set (`Cache-Control: public, max-age=60`)", body = KeySet))
 )]
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     key_set(&state)
@@ -31,7 +57,7 @@ async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
 /// The signing keys' public halves (the conventional location).
 #[utoipa::path(
     get, path = "/.well-known/jwks.json", tag = "keys",
-    responses((status = 200, description = "The same key set as `/api/auth/v1/jwks`"))
+    responses((status = 200, description = "The same key set as `/api/auth/v1/jwks`", body = KeySet))
 )]
 async fn well_known_jwks(State(state): State<AppState>) -> impl IntoResponse {
     key_set(&state)

@@ -25,10 +25,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Your account.
 #[utoipa::path(
     get, path = "/me", tag = "accounts",
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 200, body = User),
-        (status = 401, body = kit::Problem),
-        (status = 403, description = "Service token, or disabled account", body = kit::Problem),
+        (status = 200, description = "Your account", body = User),
+        (status = 403, description = "A service token (`forbidden`), or a disabled account (`account_disabled`)", body = kit::Problem),
     )
 )]
 async fn get_me(signed_in: SignedIn) -> Json<User> {
@@ -38,6 +38,8 @@ async fn get_me(signed_in: SignedIn) -> Json<User> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
+    /// Unchanged when absent or `null`.
+    #[schema(schema_with = super::schemas::optional_display_name)]
     pub name: Option<String>,
 }
 
@@ -45,10 +47,10 @@ pub struct UpdateMe {
 #[utoipa::path(
     patch, path = "/me", tag = "accounts",
     request_body = UpdateMe,
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 200, body = User),
-        (status = 401, body = kit::Problem),
-        (status = 422, body = kit::Problem),
+        (status = 200, description = "Your account", body = User),
+        (status = 403, description = "A service token (`forbidden`), or a disabled account (`account_disabled`)", body = kit::Problem),
     )
 )]
 async fn update_me(
@@ -81,8 +83,9 @@ async fn update_me(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
+    #[schema(schema_with = super::schemas::presented_password)]
     pub current_password: String,
-    /// 8 to 1024 characters.
+    #[schema(schema_with = super::schemas::new_password)]
     pub new_password: String,
 }
 
@@ -91,10 +94,11 @@ pub struct ChangePassword {
 #[utoipa::path(
     post, path = "/me/password", tag = "accounts",
     request_body = ChangePassword,
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "Changed"),
-        (status = 401, body = kit::Problem),
-        (status = 422, body = kit::Problem),
+        (status = 403, description = "A service token (`forbidden`), or a disabled account (`account_disabled`)", body = kit::Problem),
+        (status = 422, description = "An invalid new password, or `errors.current_password` when the current one is wrong (`validation_failed`)", body = kit::Problem),
         (status = 429, body = kit::Problem),
     )
 )]

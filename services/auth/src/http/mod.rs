@@ -6,6 +6,7 @@ mod extract;
 mod jwks;
 mod me;
 mod password;
+mod schemas;
 mod session;
 mod signup;
 mod tickets;
@@ -134,7 +135,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(jwks::api_router())
         .merge(tickets::router());
-    OpenApiRouter::new()
+    OpenApiRouter::with_openapi(token::document())
         .nest("/api/auth/v1", api)
         .merge(jwks::well_known_router())
 }

@@ -25,6 +25,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Forgot {
+    /// Any text: an address that is not valid, or has no account, gets the same answer.
+    #[schema(example = "ada@hatchery.test")]
     pub email: String,
 }
 
@@ -36,7 +38,7 @@ pub struct Forgot {
     request_body = Forgot,
     responses(
         (status = 202, description = "Accepted (whether or not the address has an account)"),
-        (status = 429, description = "`rate_limited`", body = kit::Problem),
+        (status = 429, body = kit::Problem),
     )
 )]
 async fn forgot_password(
@@ -85,7 +87,7 @@ async fn forgot_password(
 pub struct Reset {
     /// The token from the reset link.
     pub token: String,
-    /// 8 to 1024 characters.
+    #[schema(schema_with = super::schemas::new_password)]
     pub new_password: String,
 }
 
@@ -97,7 +99,7 @@ pub struct Reset {
     request_body = Reset,
     responses(
         (status = 204, description = "Password set"),
-        (status = 422, description = "`invalid_token`, or an invalid new password", body = kit::Problem),
+        (status = 422, description = "The token is unknown, used or expired (`invalid_token`), or the new password is invalid (`validation_failed`)", body = kit::Problem),
     )
 )]
 async fn reset_password(

@@ -17,7 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(logout))
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogoutScope {
     /// This session only.
@@ -31,7 +31,7 @@ pub enum LogoutScope {
 #[into_params(parameter_in = Query)]
 pub struct LogoutParams {
     /// `session` (default) or `global`.
-    #[param(value_type = Option<String>, example = "global")]
+    #[param(value_type = Option<LogoutScope>, inline, example = "global")]
     #[serde(default)]
     pub scope: LogoutScope,
 }
@@ -40,10 +40,9 @@ pub struct LogoutParams {
 #[utoipa::path(
     post, path = "/logout", tag = "sessions",
     params(LogoutParams),
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "Signed out"),
-        (status = 400, description = "Unknown scope", body = kit::Problem),
-        (status = 401, body = kit::Problem),
     )
 )]
 async fn logout(

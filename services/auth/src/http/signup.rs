@@ -28,9 +28,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Signup {
+    #[schema(schema_with = super::schemas::email)]
     pub email: String,
-    /// 8 to 1024 characters.
+    #[schema(schema_with = super::schemas::new_password)]
     pub password: String,
+    #[schema(schema_with = super::schemas::display_name)]
     pub name: String,
 }
 
@@ -44,11 +46,16 @@ pub struct SignedUp {
     post, path = "/signup", tag = "accounts",
     request_body = Signup,
     responses(
-        (status = 201, body = SignedUp),
-        (status = 400, description = "Malformed JSON", body = kit::Problem),
-        (status = 409, description = "`email_taken`", body = kit::Problem),
-        (status = 422, description = "Invalid email, password or name", body = kit::Problem),
-        (status = 429, description = "`rate_limited`", body = kit::Problem),
+        (status = 201, description = "The account, to be verified by mail", body = SignedUp,
+            links(
+                ("GetUser" = (operation_id = "get_user", parameters(("id" = "$response.body#/user/id")))),
+                ("UpdateUser" = (operation_id = "update_user", parameters(("id" = "$response.body#/user/id")))),
+                ("DeleteUser" = (operation_id = "delete_user", parameters(("id" = "$response.body#/user/id")))),
+                ("RestoreUser" = (operation_id = "restore_user", parameters(("id" = "$response.body#/user/id")))),
+            )),
+        (status = 409, description = "An account with this email exists (`email_taken`)", body = kit::Problem),
+        (status = 422, description = "Invalid email, password or name (`validation_failed`)", body = kit::Problem),
+        (status = 429, body = kit::Problem),
     )
 )]
 async fn signup(

@@ -33,9 +33,10 @@ pub struct Ticket {
 /// Get a ticket for the websocket broker.
 #[utoipa::path(
     post, path = "/tickets", tag = "tickets",
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 201, body = Ticket),
-        (status = 401, body = kit::Problem),
+        (status = 201, description = "A single-use ticket (`Cache-Control: no-store`)", body = Ticket),
+        (status = 403, description = "A service token (`forbidden`), or a disabled account (`account_disabled`)", body = kit::Problem),
     )
 )]
 async fn create_ticket(State(state): State<AppState>, signed_in: SignedIn) -> ApiResult<Response> {
@@ -55,8 +56,33 @@ async fn create_ticket(State(state): State<AppState>, signed_in: SignedIn) -> Ap
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ValidateTicket {
+    /// The ticket the websocket client presented (anything else than a ticket string gets the
+    /// `error` answer).
     #[serde(default)]
     pub ticket: serde_json::Value,
+}
+
+/// The answer to a ticket validation, in socketshark's shape.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TicketCheck {
+    /// `ok` or `error`.
+    #[schema(pattern = "^(ok|error)$")]
+    pub status: String,
+    /// The ticket's user (`ok` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub user_id: Option<uuid::Uuid>,
+    /// The session the ticket was issued in (`ok` only; `null` for a session-less user).
+    #[serde(default)]
+    pub session_id: Option<uuid::Uuid>,
+    /// The user's roles (`ok` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub roles: Option<Vec<String>>,
+    /// `Authentication failed.` (`error` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
 }
 
 /// socketshark's exact failure text: the broker passes it on to the websocket client.
@@ -69,10 +95,10 @@ const AUTH_FAILED: &str = "Authentication failed.";
 #[utoipa::path(
     post, path = "/tickets/validate", tag = "tickets",
     request_body = ValidateTicket,
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 200, description = "`{\"status\":\"ok\",\"user_id\":...,\"session_id\":...,\"roles\":[...]}` or `{\"status\":\"error\",\"error\":\"Authentication failed.\"}`"),
-        (status = 401, description = "No service token", body = kit::Problem),
-        (status = 403, description = "A user token", body = kit::Problem),
+        (status = 200, description = "`{\"status\":\"ok\",\"user_id\",\"session_id\",\"roles\"}` or `{\"status\":\"error\",\"error\":\"Authentication failed.\"}`", body = TicketCheck),
+        (status = 403, description = "A user token (`forbidden`): this endpoint is for the broker's service token", body = kit::Problem),
     )
 )]
 async fn validate_ticket(

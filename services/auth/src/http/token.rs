@@ -33,19 +33,51 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(token))
 }
 
+/// The start of auth's document: the `oauth2` security scheme, so a client (or `/docs`) can
+/// sign in with this endpoint's password and client-credentials grants. Operations that need
+/// a token accept it as `bearer` (from anywhere) or `oauth2` (signed in through `/docs`).
+pub fn document() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{
+        ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme,
+    };
+    let mut document = utoipa::openapi::OpenApi::default();
+    let components = document.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        "oauth2".to_owned(),
+        utoipa::openapi::RefOr::T(SecurityScheme::OAuth2(OAuth2::with_description(
+            [
+                Flow::Password(Password::new(TOKEN_URL, Scopes::new())),
+                Flow::ClientCredentials(ClientCredentials::new(TOKEN_URL, Scopes::new())),
+            ],
+            "Sign in with `POST /api/auth/v1/token`: users with their email and password, services with their client id and secret.",
+        ))),
+    );
+    document
+}
+
+const TOKEN_URL: &str = "/api/auth/v1/token";
+
 /// The token request, in either encoding. Every field is optional here so a missing one is
 /// answered `invalid_request` naming it, as RFC 6749 wants, not a generic parse error.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// `password`, `refresh_token` or `client_credentials`.
+    #[schema(example = "password", nullable = false)]
     pub grant_type: Option<String>,
+    /// The user's email (password grant); `username` is accepted too (RFC 6749's name).
     #[serde(alias = "username")]
+    #[schema(example = "ada@hatchery.test", nullable = false)]
     pub email: Option<String>,
+    #[schema(nullable = false)]
     pub password: Option<String>,
+    #[schema(nullable = false)]
     pub refresh_token: Option<String>,
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
     /// Space-separated scopes (client credentials); default: every scope of the client.
+    #[schema(nullable = false)]
     pub scope: Option<String>,
 }
 
@@ -173,10 +205,12 @@ type GrantResult = Result<Issued, Failure>;
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded",
         description = "Form-encoded (RFC 6749) or the same fields as JSON"),
     responses(
-        (status = 200, body = TokenResponse),
-        (status = 400, description = "`invalid_request`, `invalid_grant`, `invalid_scope`, `unsupported_grant_type`", body = OAuthError),
-        (status = 401, description = "`invalid_client`", body = OAuthError),
-        (status = 429, description = "`rate_limited`", body = OAuthError),
+        (status = 200, description = "Tokens (`Cache-Control: no-store`)", body = TokenResponse),
+        (status = 400, description = "`invalid_request` (also for a body that is not form-encoded or JSON, or too large), `invalid_grant`, `invalid_scope`, `unsupported_grant_type`", body = OAuthError),
+        (status = 401, description = "`invalid_client`", body = OAuthError,
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"hatchery\"` (HTTP Basic was used) or `Bearer`"))),
+        (status = 429, description = "`rate_limited`", body = OAuthError,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 async fn token(State(state): State<AppState>, client: Client, request: Request) -> Response {

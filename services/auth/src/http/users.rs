@@ -61,22 +61,54 @@ impl From<UserRow> for User {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UserFilter {
-    /// Part of the email or name, case-insensitive.
+    /// Part of the email or name, case-insensitive: at most 254 characters once trimmed.
+    #[param(schema_with = search_schema)]
     pub q: Option<String>,
     /// Include deleted accounts (default false).
     #[serde(default)]
     pub include_deleted: bool,
 }
 
+/// `q`: at most 254 characters once surrounding whitespace is trimmed (blank means no
+/// filter), no NUL.
+fn search_schema() -> utoipa::openapi::Object {
+    use kit::openapi::WHITESPACE;
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(format!(
+            r"^[{WHITESPACE}]*(?:[^{WHITESPACE}\x00](?:[^\x00]{{0,252}}[^{WHITESPACE}\x00])?)?[{WHITESPACE}]*$"
+        )))
+        .build()
+}
+
+/// The complete new set of roles: at most 20, each lower-case letters, digits, `_` and `-`,
+/// starting with a letter, at most 32 characters, not `service`.
+fn roles_schema() -> utoipa::openapi::Array {
+    let role = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(r"^(?!service$)[a-z][a-z0-9_-]{0,31}$"))
+        .build();
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(
+            [utoipa::openapi::Type::Array, utoipa::openapi::Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .items(role)
+        .max_items(Some(crate::domain::Roles::MAX))
+        .examples([serde_json::json!(["admin"])])
+        .build()
+}
+
 /// List accounts, newest first.
 #[utoipa::path(
     get, path = "/users", tag = "admin",
     params(UserFilter, PageParams),
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 200, body = Page<User>),
-        (status = 401, body = kit::Problem),
+        (status = 200, description = "One page of accounts", body = Page<User>),
         (status = 403, description = "Not an admin", body = kit::Problem),
-        (status = 422, description = "Invalid limit, cursor or q", body = kit::Problem),
+        (status = 422, description = "A cursor this listing did not issue", body = kit::Problem),
     )
 )]
 async fn list_users(
@@ -87,11 +119,15 @@ async fn list_users(
 ) -> ApiResult<Json<Page<User>>> {
     let page = paging.parse::<UserKey>()?;
     let search = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let mut errors = FieldErrors::default();
     if search.is_some_and(|q| q.chars().count() > 254) {
-        let mut errors = FieldErrors::default();
         errors.add("q", "must be at most 254 characters");
-        return Err(errors.into());
     }
+    // Postgres text cannot hold NUL: the query would fail (a 500) instead of matching nothing.
+    if search.is_some_and(|q| q.contains('\0')) {
+        errors.add("q", "must not contain NUL characters");
+    }
+    errors.into_result()?;
     let rows = users::list(&state.db, search, filter.include_deleted, &page).await?;
     Ok(Json(Page::from_rows(rows, &page, UserRow::key, User::from)))
 }
@@ -112,12 +148,12 @@ async fn lock_user(tx: &mut sqlx::PgConnection, id: Uuid) -> ApiResult<UserRow> 
 /// One account (deleted ones too).
 #[utoipa::path(
     get, path = "/users/{id}", tag = "admin",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 200, body = User),
-        (status = 401, body = kit::Problem),
-        (status = 403, body = kit::Problem),
-        (status = 404, body = kit::Problem),
+        (status = 200, description = "The account", body = User),
+        (status = 403, description = "Not an admin", body = kit::Problem),
+        (status = 404, description = "No such account", body = kit::Problem),
     )
 )]
 async fn get_user(
@@ -131,8 +167,10 @@ async fn get_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    /// The complete new set of roles.
+    /// The complete new set of roles; unchanged when absent or `null`.
+    #[schema(schema_with = roles_schema)]
     pub roles: Option<Vec<String>>,
+    /// Unchanged when absent or `null`.
     pub is_active: Option<bool>,
 }
 
@@ -141,15 +179,14 @@ pub struct UpdateUser {
 /// role takes effect at the next refresh.
 #[utoipa::path(
     patch, path = "/users/{id}", tag = "admin",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path, description = "The user's id")),
     request_body = UpdateUser,
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 200, body = User),
-        (status = 401, body = kit::Problem),
-        (status = 403, body = kit::Problem),
-        (status = 404, body = kit::Problem),
-        (status = 409, description = "An admin removing their own admin role or disabling themselves", body = kit::Problem),
-        (status = 422, body = kit::Problem),
+        (status = 200, description = "The account", body = User),
+        (status = 403, description = "Not an admin", body = kit::Problem),
+        (status = 404, description = "No such account, or a deleted one", body = kit::Problem),
+        (status = 409, description = "An admin removing their own admin role or disabling themselves (`own_account`)", body = kit::Problem),
     )
 )]
 async fn update_user(
@@ -225,13 +262,13 @@ async fn update_user(
 /// and announced with `auth.user.deleted`. Deleting a deleted account changes nothing.
 #[utoipa::path(
     delete, path = "/users/{id}", tag = "admin",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 204),
-        (status = 401, body = kit::Problem),
-        (status = 403, body = kit::Problem),
-        (status = 404, body = kit::Problem),
-        (status = 409, description = "An admin deleting their own account", body = kit::Problem),
+        (status = 204, description = "Deleted (or already deleted)"),
+        (status = 403, description = "Not an admin", body = kit::Problem),
+        (status = 404, description = "No such account", body = kit::Problem),
+        (status = 409, description = "An admin deleting their own account (`own_account`)", body = kit::Problem),
     )
 )]
 async fn delete_user(
@@ -272,12 +309,12 @@ async fn delete_user(
 /// Restore a deleted account (it can sign in again; its old sessions stay ended).
 #[utoipa::path(
     post, path = "/users/{id}/restore", tag = "admin",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
     responses(
-        (status = 200, body = User),
-        (status = 401, body = kit::Problem),
-        (status = 403, body = kit::Problem),
-        (status = 404, body = kit::Problem),
+        (status = 200, description = "The account", body = User),
+        (status = 403, description = "Not an admin", body = kit::Problem),
+        (status = 404, description = "No such account", body = kit::Problem),
     )
 )]
 async fn restore_user(

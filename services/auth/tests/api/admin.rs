@@ -93,6 +93,11 @@ async fn admins_list_search_and_page_through_users() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let bad_limit = as_ada.get(&format!("{API}/users?limit=1000")).await;
     assert_eq!(bad_limit.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Postgres text cannot hold NUL: a search with one is a client error, not a 500.
+    let nul = as_ada.get(&format!("{API}/users?q=a%00b")).await;
+    assert_eq!(nul.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = json(nul).await;
+    assert_eq!(problem["errors"]["q"][0], "must not contain NUL characters");
 }
 
 #[tokio::test]

@@ -21,10 +21,24 @@ pub fn router() -> OpenApiRouter<Arc<Broker>> {
 /// `message`, `unsubscribe`, `ping`; see docs/broker.md).
 #[utoipa::path(
     get, path = "/ws", tag = "websocket",
+    params(
+        ("Connection" = String, Header, pattern = r"^.*[Uu][Pp][Gg][Rr][Aa][Dd][Ee].*$",
+            example = "Upgrade", description = "Names `upgrade` (any case)"),
+        ("Upgrade" = String, Header, pattern = "^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$",
+            example = "websocket", description = "`websocket` (any case)"),
+        ("Sec-WebSocket-Version" = String, Header, pattern = "^13$", example = "13",
+            description = "`13` (RFC 6455)"),
+        ("Sec-WebSocket-Key" = String, Header, example = "dGhlIHNhbXBsZSBub25jZQ==",
+            description = "The client's nonce (RFC 6455): base64 of 16 random bytes"),
+    ),
     responses(
-        (status = 101, description = "Switching Protocols: the connection is a websocket"),
-        (status = 400, description = "Not a websocket upgrade request", body = kit::Problem),
-        (status = 503, description = "Connection limit reached or shutting down", body = kit::Problem),
+        (status = 101, description = "Switching Protocols: the connection is a websocket",
+            headers(
+                ("Upgrade" = String, description = "`websocket`"),
+                ("Sec-WebSocket-Accept" = String, description = "The answer to `Sec-WebSocket-Key` (RFC 6455)"),
+            )),
+        (status = 400, description = "Not a websocket upgrade request (`websocket_required`)", body = kit::Problem),
+        (status = 503, description = "This broker takes no more connections now (`too_many_connections`); retry, another instance may", body = kit::Problem),
     )
 )]
 async fn websocket(

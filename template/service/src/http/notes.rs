@@ -57,7 +57,11 @@ impl From<NoteRow> for Note {
 #[into_params(parameter_in = Query)]
 pub struct NoteFilter {
     /// Whose notes: yours when absent; another user's id or `all` for admins.
-    #[param(value_type = Option<String>, example = "all")]
+    #[param(
+        value_type = Option<String>,
+        example = "all",
+        pattern = r"^(all|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"
+    )]
     pub owner: Option<OwnerFilter>,
 }
 
@@ -93,11 +97,11 @@ fn access(user: &CurrentUser) -> Access {
 #[utoipa::path(
     get, path = "/notes", tag = "notes",
     params(NoteFilter, PageParams),
+    security(("bearer" = [])),
     responses(
-        (status = 200, body = Page<Note>),
-        (status = 401, description = "Missing or invalid bearer token", body = kit::Problem),
+        (status = 200, description = "One page of notes", body = Page<Note>),
         (status = 403, description = "Another user's notes, and not an admin", body = kit::Problem),
-        (status = 422, description = "Invalid limit or cursor", body = kit::Problem),
+        (status = 422, description = "A cursor this listing did not issue", body = kit::Problem),
     )
 )]
 async fn list_notes(
@@ -136,9 +140,22 @@ async fn list_notes(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNote {
+    #[schema(schema_with = title_schema, example = "Groceries")]
     pub title: String,
     #[serde(default)]
+    #[schema(schema_with = body_schema)]
     pub body: String,
+}
+
+/// [`NoteTitle`]'s rule.
+fn title_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(NoteTitle::MAX_CHARS, false)
+}
+
+/// [`NoteBody`]'s rule with the default `app.max_body_chars` (a service configured for longer
+/// bodies accepts more than the document says).
+fn body_schema() -> utoipa::openapi::Object {
+    kit::openapi::free_text(crate::config::Config::default().max_body_chars, false)
 }
 
 /// Create a note owned by the caller. With an `Idempotency-Key`, a retry of the same request
@@ -146,13 +163,20 @@ pub struct CreateNote {
 #[utoipa::path(
     post, path = "/notes", tag = "notes",
     request_body = CreateNote,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+        pattern = r"^[!-~]+$",
+        description = "Makes retries safe: 1 to 255 visible ASCII characters")),
+    security(("bearer" = [])),
     responses(
-        (status = 201, body = Note),
-        (status = 400, description = "Malformed JSON", body = kit::Problem),
-        (status = 401, description = "Missing or invalid bearer token", body = kit::Problem),
-        (status = 409, description = "Same key still being processed", body = kit::Problem),
-        (status = 422, description = "Invalid fields, or key reused", body = kit::Problem),
+        (status = 201, description = "Created (or, for a repeated `Idempotency-Key`, the note created the first time)", body = Note,
+            headers(("Location" = String, description = "The note's URL")),
+            links(
+                ("GetNote" = (operation_id = "get_note", parameters(("id" = "$response.body#/id")))),
+                ("UpdateNote" = (operation_id = "update_note", parameters(("id" = "$response.body#/id")))),
+                ("DeleteNote" = (operation_id = "delete_note", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`idempotency_key_in_use`)", body = kit::Problem),
+        (status = 422, description = "Invalid fields (`validation_failed`), or the key was used with another request (`idempotency_key_reused`)", body = kit::Problem),
     )
 )]
 async fn create_note(
@@ -208,10 +232,10 @@ async fn create_note(
 /// Fetch one note.
 #[utoipa::path(
     get, path = "/notes/{id}", tag = "notes",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path, description = "The note's id")),
+    security(("bearer" = [])),
     responses(
-        (status = 200, body = Note),
-        (status = 401, body = kit::Problem),
+        (status = 200, description = "The note", body = Note),
         (status = 404, description = "No such note, or not yours", body = kit::Problem),
     )
 )]
@@ -229,20 +253,31 @@ async fn get_note(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNote {
+    /// Unchanged when absent or `null`.
+    #[schema(schema_with = optional_title_schema)]
     pub title: Option<String>,
+    /// Unchanged when absent or `null`.
+    #[schema(schema_with = optional_body_schema)]
     pub body: Option<String>,
+}
+
+fn optional_title_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(NoteTitle::MAX_CHARS, true)
+}
+
+fn optional_body_schema() -> utoipa::openapi::Object {
+    kit::openapi::free_text(crate::config::Config::default().max_body_chars, true)
 }
 
 /// Change a note's title or body.
 #[utoipa::path(
     patch, path = "/notes/{id}", tag = "notes",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path, description = "The note's id")),
     request_body = UpdateNote,
+    security(("bearer" = [])),
     responses(
-        (status = 200, body = Note),
-        (status = 401, body = kit::Problem),
+        (status = 200, description = "The changed note", body = Note),
         (status = 404, description = "No such note, or not yours", body = kit::Problem),
-        (status = 422, body = kit::Problem),
     )
 )]
 async fn update_note(
@@ -271,10 +306,10 @@ async fn update_note(
 /// Delete a note (it is kept, marked deleted, and no longer listed or served).
 #[utoipa::path(
     delete, path = "/notes/{id}", tag = "notes",
-    params(("id" = Uuid, Path)),
+    params(("id" = Uuid, Path, description = "The note's id")),
+    security(("bearer" = [])),
     responses(
-        (status = 204),
-        (status = 401, body = kit::Problem),
+        (status = 204, description = "Deleted"),
         (status = 404, description = "No such note, or not yours", body = kit::Problem),
     )
 )]

@@ -370,6 +370,14 @@ async fn malformed_and_mistyped_bodies_get_problems() {
         "{problem}"
     );
 
+    // The fields' values in order, as an array, are not a note (serde alone would take them).
+    let before = count_notes(&app).await;
+    let array = bob.post_json(NOTES, &json!(["A title", "a body"])).await;
+    assert_eq!(array.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = json(array).await;
+    assert!(problem["errors"]["body"].is_array(), "{problem}");
+    assert_eq!(count_notes(&app).await, before);
+
     let no_type = bob
         .request(reqwest::Method::POST, NOTES)
         .body("{}")
@@ -434,4 +442,28 @@ async fn openapi_documents_the_notes_api() {
     assert!(doc["paths"]["/api/template/v1/notes/{id}"]["patch"].is_object());
     assert!(doc["paths"][NOTES]["get"]["responses"]["401"].is_object());
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    // What a client generator needs: the token scheme, which operations need it, and error
+    // bodies under the content type they are sent with.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["paths"][NOTES]["post"]["security"],
+        json!([{"bearer": []}])
+    );
+    let conflict = &doc["paths"][NOTES]["post"]["responses"]["409"];
+    assert!(
+        conflict["content"]["application/problem+json"].is_object(),
+        "{conflict}"
+    );
+    let title = &doc["components"]["schemas"]["CreateNote"]["properties"]["title"];
+    assert!(
+        title["pattern"].as_str().unwrap().contains("{0,198}"),
+        "{title}"
+    );
+
+    let docs = app.get("/docs/").await;
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.unwrap().contains("swagger-ui-bundle.js"));
 }
