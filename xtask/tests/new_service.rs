@@ -123,6 +123,30 @@ fn leftovers(dir: &Path) -> Vec<String> {
     found
 }
 
+/// Gives the copy's crates a version of their own. Cargo names a workspace crate's build
+/// artifacts after its name, version and path inside the workspace, so without this the copy's
+/// `kit` (same name, same relative path) would overwrite the real workspace's in the shared
+/// target directory, and a later build of the real one would reuse artifacts made from the
+/// copy's sources. Registry dependencies are still shared.
+fn set_scratch_version(copy: &Path) {
+    let path = copy.join("Cargo.toml");
+    let manifest = fs::read_to_string(&path).unwrap();
+    let modified = fs::metadata(&path).unwrap().modified().unwrap();
+    let version_line = manifest
+        .lines()
+        .find(|line| line.starts_with("version = "))
+        .expect("the workspace version in [workspace.package]");
+    let scratch = manifest.replacen(version_line, "version = \"0.0.0-scratch\"", 1);
+    fs::write(&path, scratch).unwrap();
+    // Same time as the original, so the copy's build stays cached from one run to the next.
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_times(FileTimes::new().set_modified(modified))
+        .unwrap();
+}
+
 struct Lock(File);
 
 impl Lock {
@@ -157,6 +181,7 @@ fn new_service_builds_and_passes_its_tests_in_a_copy() {
         "Cargo.lock must be in the copy"
     );
     copy_repo(&root, &files, &copy);
+    set_scratch_version(&copy);
     let lock_before = fs::read_to_string(copy.join("Cargo.lock")).unwrap();
 
     let before = services::discover(&copy).unwrap();

@@ -942,6 +942,7 @@ mod tests {
 
     /// Runs `check` with exactly the environment variables `vars` set (figment's jail keeps
     /// tests that set variables apart from each other).
+    #[allow(clippy::result_large_err)] // figment's Jail API: its error type, test-only.
     fn with_env(vars: &[(&str, &str)], check: impl FnOnce()) {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();

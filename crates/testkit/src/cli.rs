@@ -82,6 +82,8 @@ pub struct Running {
     child: Child,
     /// `http://127.0.0.1:<port>`, from the service's `listening` log line.
     pub address: String,
+    /// Every line the process wrote to stderr (its JSON logs), as it writes them.
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -95,14 +97,20 @@ impl Running {
             .expect("spawn the service binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
                 let _ = tx.send(line);
             }
         });
         let mut running = Running {
             child,
             address: String::new(),
+            lines,
         };
         running.address = loop {
             let line = rx
@@ -116,6 +124,18 @@ impl Running {
             }
         };
         running
+    }
+
+    /// The log lines written so far that are at `level` (`"ERROR"`, `"WARN"`...).
+    pub fn logged_at(&self, level: &str) -> Vec<String> {
+        let lines = self.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        lines
+            .into_iter()
+            .filter(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .is_ok_and(|entry| entry["level"].as_str() == Some(level))
+            })
+            .collect()
     }
 
     /// Sends SIGTERM, as an orchestrator stopping the service does.

@@ -138,8 +138,11 @@ async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// With nothing set but its database, the service reaches the local Redis and RabbitMQ (the
+/// development defaults), serves the demo data, and stops on SIGTERM with exit code 0 and no
+/// ERROR logged.
 #[tokio::test]
-async fn serves_demo_data_and_exits_0_on_sigterm() {
+async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
     let db = TestDb::create().await;
     let mut child = Running::spawn(
         binary()
@@ -150,12 +153,22 @@ async fn serves_demo_data_and_exits_0_on_sigterm() {
     );
     let address = child.address.clone();
     let client = reqwest::Client::new();
-    let ready = client
-        .get(format!("{address}/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    let readiness = testkit::eventually(
+        "Redis and the bus up",
+        std::time::Duration::from_secs(20),
+        || async {
+            let response = client.get(format!("{address}/readyz")).send().await.ok()?;
+            let body: serde_json::Value = response.json().await.ok()?;
+            (body["status"] == "ok").then_some(body)
+        },
+    )
+    .await;
+    for dependency in ["database", "redis", "bus"] {
+        assert_eq!(
+            readiness["checks"][dependency]["status"], "up",
+            "{readiness}"
+        );
+    }
     let admin = testkit::tokens::user(uuid::Uuid::now_v7()).admin().mint();
     let notes: serde_json::Value = client
         .get(format!("{address}/api/template/v1/notes?owner=all"))
@@ -171,4 +184,9 @@ async fn serves_demo_data_and_exits_0_on_sigterm() {
     child.terminate();
     let status = child.exit_status().await;
     assert_eq!(status.code(), Some(0));
+    let errors = child.logged_at("ERROR");
+    assert!(
+        errors.is_empty(),
+        "a clean shutdown logs no error: {errors:#?}"
+    );
 }

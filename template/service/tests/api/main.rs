@@ -7,3 +7,4 @@ mod cli;
 mod events;
 mod idempotency;
 mod notes;
+mod readiness;
