@@ -2,6 +2,7 @@
 //! services: `docker-compose.yml`, `ci/services.txt` and `ci/Dockerfile`.
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -252,6 +253,66 @@ pub fn dockerfile_instructions(text: &str) -> Vec<(String, String)> {
     instructions
 }
 
+/// Tables owned by shared crates (bus: outbox, inbox; kit: idempotency; identity: users):
+/// defined in those crates' `migrations/`, never in a service's.
+pub const SHARED_TABLES: [&str; 4] = ["outbox", "inbox", "idempotency", "users"];
+
+/// No service's migration creates, drops or renames a shared table (a service gets them by
+/// listing the crate's schema in its `kit::Database::shared`).
+pub fn check_shared_tables(root: &Path, services: &[Service]) -> Result<()> {
+    let mut offences = Vec::new();
+    for service in services {
+        let dir = root.join(&service.dir).join("migrations");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("sql") {
+                continue;
+            }
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            for (number, line) in text.lines().enumerate() {
+                let code = line.split("--").next().unwrap_or("").to_ascii_lowercase();
+                let words: Vec<&str> = code
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                let touches = words.iter().enumerate().any(|(i, word)| {
+                    if *word != "table" || i == 0 {
+                        return false;
+                    }
+                    let name = words[i + 1..]
+                        .iter()
+                        .find(|w| !matches!(**w, "if" | "not" | "exists" | "only"));
+                    let shared = name.is_some_and(|name| SHARED_TABLES.contains(name));
+                    let verb = words[i - 1];
+                    shared
+                        && (matches!(verb, "create" | "drop")
+                            || (verb == "alter" && words.contains(&"rename")))
+                });
+                if touches {
+                    offences.push(format!(
+                        "{}:{}: {}",
+                        path.strip_prefix(root).unwrap_or(&path).display(),
+                        number + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    if offences.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "shared tables are defined by their crates (bus::SCHEMA, identity::SCHEMA, kit::idempotency::SCHEMA), not copied into a service:\n{}",
+            offences.join("\n")
+        )
+    }
+}
+
 /// All engine-free checks for the repository at `root`.
 pub fn check_all(root: &Path) -> Result<()> {
     let services = services::discover(root)?;
@@ -259,6 +320,7 @@ pub fn check_all(root: &Path) -> Result<()> {
         check_compose(root, &services),
         check_services_txt(root, &services),
         check_dockerfile(root),
+        check_shared_tables(root, &services),
     ];
     let errors: Vec<String> = results
         .into_iter()

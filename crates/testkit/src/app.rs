@@ -123,7 +123,9 @@ pub async fn json<T: DeserializeOwned>(response: reqwest::Response) -> T {
         .unwrap_or_else(|err| panic!("{status} body is not the expected JSON ({err}): {text}"))
 }
 
-fn init_logs() {
+/// Logs of the code under test (warnings and errors) on the test's output, set up once per
+/// process.
+pub fn init_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let log = kit::config::LogSettings {

@@ -9,9 +9,10 @@ mod app;
 pub mod cli;
 mod db;
 pub mod proxy;
+pub mod schema;
 pub mod tokens;
 
-pub use app::{TestApp, json, workspace_root};
+pub use app::{TestApp, init_logs, json, workspace_root};
 pub use db::TestDb;
 pub use proxy::FaultProxy;
 

@@ -11,6 +11,8 @@ mod events;
 mod keys;
 mod limits;
 mod recovery;
+mod service_client;
 mod sessions;
+mod shared_tables;
 mod tickets;
 mod tokens;

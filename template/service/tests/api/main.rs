@@ -8,3 +8,4 @@ mod events;
 mod idempotency;
 mod notes;
 mod readiness;
+mod shared_tables;

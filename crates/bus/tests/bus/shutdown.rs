@@ -1,15 +1,13 @@
 //! Shutdown against real Postgres and RabbitMQ: a consumer and a relay stopped while handlers
 //! are running finish them, hand the rest back, close in order and log nothing at ERROR.
 
-mod common;
-
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{Env, ItemCreated, record, until_connected};
 use bus::{Consumers, Received, Tx};
-use common::{Env, ItemCreated, record, until_connected};
 use futures_util::future::BoxFuture;
 use testkit::eventually;
 use tokio::sync::watch;

@@ -1,8 +1,6 @@
 //! What the bus tests share: a fresh database with the template's migrations (which every
 //! service copies, outbox and inbox included), a unique prefix, a test event, and clean-up.
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +30,8 @@ impl contracts::Event for ItemCreated {
 }
 
 pub struct Env {
-    pub db: TestDb,
+    /// Keeps the test's database until the end of the test.
+    _db: TestDb,
     pub pool: PgPool,
     pub settings: AmqpSettings,
     pub url: String,
@@ -46,7 +45,7 @@ impl Env {
     /// A fresh database (migrated, with an `applied` table for handler effects) and a unique
     /// prefix on the local RabbitMQ.
     pub async fn new() -> Env {
-        init_logs();
+        testkit::init_logs();
         let db = TestDb::create().await;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(20)
@@ -61,7 +60,7 @@ impl Env {
             .expect("create applied");
         let settings = bus::testing::settings();
         Env {
-            db,
+            _db: db,
             pool,
             url: bus::testing::amqp_url(),
             settings,
@@ -189,21 +188,4 @@ pub fn recording_consumers(
             record(tx, &event).await
         }) as BoxFuture<'_, anyhow::Result<()>>
     })
-}
-
-fn init_logs() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let log = kit::config::LogSettings {
-            format: kit::config::LogFormat::Pretty,
-            level: "warn".into(),
-        };
-        // Kept for the whole test process (also installs the metrics recorder).
-        std::mem::forget(kit::telemetry::init(
-            "test",
-            "test",
-            &log,
-            &Default::default(),
-        ));
-    });
 }

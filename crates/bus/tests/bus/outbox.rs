@@ -1,13 +1,11 @@
 //! The outbox against real Postgres and RabbitMQ: what is committed is published (once), what
 //! is rolled back never is.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::{Env, ItemCreated, commit_items};
 use bus::testing::Tap;
-use common::{Env, ItemCreated, commit_items};
 use uuid::Uuid;
 
 #[tokio::test]

@@ -90,3 +90,33 @@ fn the_checks_catch_a_broken_compose_file() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn no_service_copies_a_shared_table() {
+    let root = root();
+    let services = xtask::services::discover(&root).unwrap();
+    xtask::checks::check_shared_tables(&root, &services).unwrap_or_else(|e| panic!("{e:#}"));
+
+    // A copy is caught, in any spelling.
+    let copy = std::env::temp_dir().join(format!("hatchery-shared-{}", std::process::id()));
+    let migrations = copy.join("services/copycat/migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(
+        migrations.join("1_outbox.sql"),
+        "-- CREATE TABLE outbox in a comment is fine\nALTER TABLE users ADD COLUMN nick text;\nCreate Table If Not Exists Outbox (id bigint);\n",
+    )
+    .unwrap();
+    let service = xtask::services::Service {
+        name: "copycat".into(),
+        port: 9999,
+        dir: "services/copycat".into(),
+    };
+    let error = xtask::checks::check_shared_tables(&copy, &[service]).unwrap_err();
+    let text = format!("{error:#}");
+    assert!(text.contains("1_outbox.sql:3"), "{text}");
+    assert!(
+        !text.contains("1_outbox.sql:1") && !text.contains("1_outbox.sql:2"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&copy).ok();
+}

@@ -1,17 +1,15 @@
 //! Consumers against real Postgres and RabbitMQ: exactly-once effects through connection cuts
 //! and redeliveries, and poison messages parked without stopping anything.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::{Env, ItemCreated, commit_items, record, recording_consumers, until_connected};
 use bus::ops::Replay;
 use bus::testing::RawPublisher;
 use bus::{CloudEvent, Consumers, Received, Tx};
-use common::{Env, ItemCreated, commit_items, record, recording_consumers, until_connected};
 use futures_util::future::BoxFuture;
 use kit::SecretUrl;
 use testkit::{FaultProxy, eventually};
