@@ -6,8 +6,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::Event;
-
 /// A user signed up (or was created by an administrator).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRegistered {
@@ -18,13 +16,7 @@ pub struct UserRegistered {
     pub roles: Vec<String>,
 }
 
-impl Event for UserRegistered {
-    const TYPE: &'static str = "auth.user.registered";
-    const DATAVERSION: u32 = 1;
-    fn subject(&self) -> Option<Uuid> {
-        Some(self.user)
-    }
-}
+crate::event!(UserRegistered, "auth.user.registered", 1, user);
 
 /// A user's profile, roles or active flag changed; carries the complete new state so that
 /// consumers can overwrite their copy (and ignore updates older than the one they have).
@@ -38,13 +30,7 @@ pub struct UserUpdated {
     pub is_active: bool,
 }
 
-impl Event for UserUpdated {
-    const TYPE: &'static str = "auth.user.updated";
-    const DATAVERSION: u32 = 1;
-    fn subject(&self) -> Option<Uuid> {
-        Some(self.user)
-    }
-}
+crate::event!(UserUpdated, "auth.user.updated", 1, user);
 
 /// A user was deleted; consumers soft-delete their copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,13 +38,7 @@ pub struct UserDeleted {
     pub user: Uuid,
 }
 
-impl Event for UserDeleted {
-    const TYPE: &'static str = "auth.user.deleted";
-    const DATAVERSION: u32 = 1;
-    fn subject(&self) -> Option<Uuid> {
-        Some(self.user)
-    }
-}
+crate::event!(UserDeleted, "auth.user.deleted", 1, user);
 
 /// A deleted user was restored; consumers clear their copy's deletion mark.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,12 +46,17 @@ pub struct UserRestored {
     pub user: Uuid,
 }
 
-impl Event for UserRestored {
-    const TYPE: &'static str = "auth.user.restored";
-    const DATAVERSION: u32 = 1;
-    fn subject(&self) -> Option<Uuid> {
-        Some(self.user)
-    }
+crate::event!(UserRestored, "auth.user.restored", 1, user);
+
+/// What a mail carrying a single-use link needs: auth builds both link mails from one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMail {
+    pub user: Uuid,
+    pub email: String,
+    pub name: String,
+    pub token: String,
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A user must confirm their email address (after signing up, or on request): the mail
@@ -90,13 +75,12 @@ pub struct EmailVerificationRequested {
     pub expires_at: DateTime<Utc>,
 }
 
-impl Event for EmailVerificationRequested {
-    const TYPE: &'static str = "auth.email.verification_requested";
-    const DATAVERSION: u32 = 1;
-    fn subject(&self) -> Option<Uuid> {
-        Some(self.user)
-    }
-}
+crate::event!(
+    EmailVerificationRequested,
+    "auth.email.verification_requested",
+    1,
+    user
+);
 
 /// A user asked to reset their password: the mail service sends `url` to `email`. Published
 /// only for existing, active accounts (the HTTP answer is the same either way).
@@ -113,10 +97,51 @@ pub struct PasswordResetRequested {
     pub expires_at: DateTime<Utc>,
 }
 
-impl Event for PasswordResetRequested {
-    const TYPE: &'static str = "auth.password.reset_requested";
-    const DATAVERSION: u32 = 1;
-    fn subject(&self) -> Option<Uuid> {
-        Some(self.user)
+crate::event!(
+    PasswordResetRequested,
+    "auth.password.reset_requested",
+    1,
+    user
+);
+
+impl From<LinkMail> for EmailVerificationRequested {
+    fn from(link: LinkMail) -> Self {
+        let LinkMail {
+            user,
+            email,
+            name,
+            token,
+            url,
+            expires_at,
+        } = link;
+        Self {
+            user,
+            email,
+            name,
+            token,
+            url,
+            expires_at,
+        }
+    }
+}
+
+impl From<LinkMail> for PasswordResetRequested {
+    fn from(link: LinkMail) -> Self {
+        let LinkMail {
+            user,
+            email,
+            name,
+            token,
+            url,
+            expires_at,
+        } = link;
+        Self {
+            user,
+            email,
+            name,
+            token,
+            url,
+            expires_at,
+        }
     }
 }

@@ -26,6 +26,9 @@ use uuid::Uuid;
 
 pub mod auth;
 
+#[doc(hidden)]
+pub use uuid as __uuid;
+
 /// An event payload: the `data` of a CloudEvent.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The CloudEvents `type` and routing key: `<service>.<entity>.<past-tense verb>`.
@@ -37,6 +40,31 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn subject(&self) -> Option<Uuid> {
         None
     }
+}
+
+/// Implements [`Event`] for a payload: its type, its dataversion and, optionally, the field
+/// holding the UUID of the entity it is about.
+///
+/// ```ignore
+/// contracts::event!(UserRegistered, "auth.user.registered", 1, user);
+/// ```
+#[macro_export]
+macro_rules! event {
+    ($payload:ty, $type:literal, $version:literal, $subject:ident) => {
+        impl $crate::Event for $payload {
+            const TYPE: &'static str = $type;
+            const DATAVERSION: u32 = $version;
+            fn subject(&self) -> Option<$crate::__uuid::Uuid> {
+                Some(self.$subject)
+            }
+        }
+    };
+    ($payload:ty, $type:literal, $version:literal) => {
+        impl $crate::Event for $payload {
+            const TYPE: &'static str = $type;
+            const DATAVERSION: u32 = $version;
+        }
+    };
 }
 
 /// The producing service of an event type: its first dotted segment

@@ -171,27 +171,40 @@ where
 }
 
 async fn current_user(identity: &Identity, claims: Arc<Claims>) -> Result<CurrentUser, ApiError> {
+    refuse_service_tokens(&claims)?;
+    let local = identity.sync_user(&claims).await?;
+    refuse_unusable_account(local.is_deleted(), local.is_active)?;
+    Ok(CurrentUser {
+        id: local.id,
+        uuid: claims.sub,
+        claims,
+    })
+}
+
+/// 403 for a service token where a user must be signed in.
+pub fn refuse_service_tokens(claims: &Claims) -> Result<(), ApiError> {
     if claims.is_service() {
         return Err(ApiError::forbidden(
             "This endpoint is for users; service tokens are not accepted.",
         ));
     }
-    let local = identity.sync_user(&claims).await?;
-    if local.is_deleted() {
+    Ok(())
+}
+
+/// The user of a valid token may still not act: 401 for a deleted account, 403
+/// `account_disabled` for a disabled one.
+pub fn refuse_unusable_account(is_deleted: bool, is_active: bool) -> Result<(), ApiError> {
+    if is_deleted {
         return Err(ApiError::unauthorized("This account has been deleted."));
     }
-    if !local.is_active {
+    if !is_active {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "account_disabled",
             "This account is disabled.",
         ));
     }
-    Ok(CurrentUser {
-        id: local.id,
-        uuid: claims.sub,
-        claims,
-    })
+    Ok(())
 }
 
 /// The signed-in user if there is an `Authorization` header, `None` if there is none. A header

@@ -62,6 +62,7 @@ pub use client::{ClientCredentials, ServiceClient};
 pub use error::{AuthError, Invalid};
 pub use extract::{
     Admin, Authenticated, CurrentUser, MaybeUser, RequireRole, Role, ServiceCaller, bearer_token,
+    refuse_service_tokens, refuse_unusable_account,
 };
 pub use keys::{Jwk, JwkSet, PublicKey, SigningKey};
 pub use revocation::Revocations;

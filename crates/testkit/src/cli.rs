@@ -161,3 +161,45 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `command` with `check` and asserts it exits 1 naming `dependency` as DOWN (point one of
+/// the service's servers at a port where nothing listens first). Returns stdout.
+pub fn assert_check_reports_down(command: &mut Command, dependency: &str) -> String {
+    let (output, stdout, stderr) = run(command.arg("check"));
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with(dependency) && line.contains("DOWN")),
+        "{dependency} should be reported DOWN:\n{stdout}"
+    );
+    stdout
+}
+
+/// A seed-data folder of a test's own (`<dir>/<scenario>/<service>/`), removed when dropped:
+/// point `<SERVICE>__POPULATE__DIR` at [`Self::dir`].
+pub struct Scenario {
+    pub dir: std::path::PathBuf,
+    service_dir: std::path::PathBuf,
+}
+
+impl Scenario {
+    pub fn new(scenario: &str, service: &str) -> Scenario {
+        let dir = std::env::temp_dir().join(format!("hatchery-scenario-{}", uuid::Uuid::now_v7()));
+        let service_dir = dir.join(scenario).join(service);
+        std::fs::create_dir_all(&service_dir).expect("create the scenario folder");
+        Scenario { dir, service_dir }
+    }
+
+    /// Writes (or replaces) one YAML file of the scenario.
+    pub fn write(&self, file: &str, yaml: &str) -> &Self {
+        std::fs::write(self.service_dir.join(file), yaml).expect("write the scenario file");
+        self
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

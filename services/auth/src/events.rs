@@ -14,9 +14,10 @@
 //! the mail service needs nothing else. The service consumes nothing.
 
 use chrono::{DateTime, Utc};
+use contracts::Event;
 use contracts::auth::{
-    EmailVerificationRequested, PasswordResetRequested, UserDeleted, UserRegistered, UserRestored,
-    UserUpdated,
+    EmailVerificationRequested, LinkMail, PasswordResetRequested, UserDeleted, UserRegistered,
+    UserRestored, UserUpdated,
 };
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -69,17 +70,8 @@ pub async fn request_verification(
     ttl: std::time::Duration,
     url_template: &str,
 ) -> anyhow::Result<()> {
-    let link = issue_link(tx, user, Purpose::VerifyEmail, ttl, url_template).await?;
-    let event = EmailVerificationRequested {
-        user: user.uuid,
-        email: user.email.clone(),
-        name: user.name.clone(),
-        url: link.url,
-        token: link.token,
-        expires_at: link.expires_at,
-    };
-    bus::enqueue_as(tx, &event, user.uuid).await?;
-    Ok(())
+    request_link::<EmailVerificationRequested>(tx, user, Purpose::VerifyEmail, ttl, url_template)
+        .await
 }
 
 /// Creates a password-reset token for `user` and publishes the request for the mail.
@@ -89,35 +81,19 @@ pub async fn request_password_reset(
     ttl: std::time::Duration,
     url_template: &str,
 ) -> anyhow::Result<()> {
-    let link = issue_link(tx, user, Purpose::ResetPassword, ttl, url_template).await?;
-    let event = PasswordResetRequested {
-        user: user.uuid,
-        email: user.email.clone(),
-        name: user.name.clone(),
-        url: link.url,
-        token: link.token,
-        expires_at: link.expires_at,
-    };
-    bus::enqueue_as(tx, &event, user.uuid).await?;
-    Ok(())
-}
-
-/// A single-use link for a mail: its token (stored only as a digest) and the full URL.
-struct Link {
-    token: String,
-    url: String,
-    expires_at: DateTime<Utc>,
+    request_link::<PasswordResetRequested>(tx, user, Purpose::ResetPassword, ttl, url_template)
+        .await
 }
 
 /// Stores a new one-time token for `purpose` (valid for `ttl`), sent to the user's current
-/// address, and builds its link from `url_template`.
-async fn issue_link(
+/// address, and publishes the mail request `E` with its link (`url_template` with the token).
+async fn request_link<E: Event + From<LinkMail>>(
     tx: &mut Tx<'_>,
     user: &UserRow,
     purpose: Purpose,
     ttl: std::time::Duration,
     url_template: &str,
-) -> anyhow::Result<Link> {
+) -> anyhow::Result<()> {
     let token = OpaqueToken::generate()?;
     let expires_at = expiry(ttl)?;
     one_time::insert(
@@ -129,11 +105,16 @@ async fn issue_link(
         expires_at,
     )
     .await?;
-    Ok(Link {
+    let event = E::from(LinkMail {
+        user: user.uuid,
+        email: user.email.clone(),
+        name: user.name.clone(),
         url: url_template.replace("{token}", token.expose()),
         token: token.into_string(),
         expires_at,
-    })
+    });
+    bus::enqueue_as(tx, &event, user.uuid).await?;
+    Ok(())
 }
 
 fn expiry(ttl: std::time::Duration) -> anyhow::Result<DateTime<Utc>> {

@@ -225,7 +225,7 @@ impl Sessions {
                 "The refresh token has expired; sign in again.",
             ));
         }
-        let Some(user) = crate::store::users::lock(&mut *tx, found.user_id).await? else {
+        let Some(user) = crate::store::users::lock_by_id(&mut *tx, found.user_id).await? else {
             return Ok(Refresh::Refused("The refresh token is invalid."));
         };
         if let Some(rotated_at) = found.rotated_at {

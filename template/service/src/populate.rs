@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::domain::{NoteBody, NoteTitle};
-use crate::store;
+use crate::store::notes;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +92,7 @@ pub fn load<'a>(
                     .map_err(|why| source.error_at(note.title.line(), format!("title {why}")))?;
                 let body = NoteBody::parse(&note.body, max_body)
                     .map_err(|why| source.error_at(line, format!("body {why}")))?;
-                let new = store::NewNote {
+                let new = notes::NewNote {
                     uuid: note.id.value,
                     owner_id,
                     title: &title,
@@ -102,7 +102,7 @@ pub fn load<'a>(
                         .as_ref()
                         .map_or(now, |when| when.resolve(now)),
                 };
-                let created = store::insert_note(conn, &new)
+                let created = notes::insert(conn, &new)
                     .await
                     .map_err(|err| source.database_error(line, err))?;
                 notes.define(note.id.value, 0, source, line)?;

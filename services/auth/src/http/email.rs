@@ -54,7 +54,7 @@ async fn verify_email(
     )
     .await?
     .ok_or_else(invalid_token)?;
-    let user = users::lock(&mut *tx, consumed.user_id)
+    let user = users::lock_by_id(&mut *tx, consumed.user_id)
         .await?
         .filter(|u| !u.is_deleted() && u.email == consumed.email)
         .ok_or_else(invalid_token)?;

@@ -13,7 +13,7 @@ use std::ops::Deref;
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use http::request::Parts;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, header};
 use identity::Claims;
 use kit::ApiError;
 use uuid::Uuid;
@@ -111,25 +111,12 @@ where
             .identity
             .authenticate(identity::bearer_token(&parts.headers)?)
             .await?;
-        if claims.is_service() {
-            return Err(ApiError::forbidden(
-                "This endpoint is for users; service tokens are not accepted.",
-            ));
-        }
+        identity::refuse_service_tokens(&claims)?;
         kit::telemetry::record_user(claims.sub);
         let user = users::find(&state.db, claims.sub)
             .await?
             .ok_or_else(|| ApiError::unauthorized("This account does not exist."))?;
-        if user.is_deleted() {
-            return Err(ApiError::unauthorized("This account has been deleted."));
-        }
-        if !user.is_active {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "account_disabled",
-                "This account is disabled.",
-            ));
-        }
+        identity::refuse_unusable_account(user.is_deleted(), user.is_active)?;
         let signed_in = SignedIn { user, claims };
         parts.extensions.insert(signed_in.clone());
         Ok(signed_in)

@@ -123,7 +123,7 @@ async fn reset_password(
     let consumed = one_time::consume(&mut *tx, Purpose::ResetPassword, &digest)
         .await?
         .ok_or_else(invalid_token)?;
-    let user = users::lock(&mut *tx, consumed.user_id)
+    let user = users::lock_by_id(&mut *tx, consumed.user_id)
         .await?
         .filter(|u| !u.is_deleted() && u.is_active && u.email == consumed.email)
         .ok_or_else(invalid_token)?;

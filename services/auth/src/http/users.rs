@@ -140,7 +140,7 @@ async fn find_user(state: &AppState, id: Uuid) -> ApiResult<UserRow> {
 
 /// The user, locked until `tx` ends (concurrent changes to one account take turns).
 async fn lock_user(tx: &mut sqlx::PgConnection, id: Uuid) -> ApiResult<UserRow> {
-    users::find_for_update(tx, id)
+    users::lock(tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))
 }

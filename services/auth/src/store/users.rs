@@ -78,7 +78,7 @@ pub async fn find(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Result<Option<Us
 }
 
 /// The user with this UUID, locked for the rest of the transaction.
-pub async fn find_for_update(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Result<Option<UserRow>> {
+pub async fn lock(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -90,7 +90,7 @@ pub async fn find_for_update(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Resul
 }
 
 /// The user by local key, locked for the rest of the transaction.
-pub async fn lock(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<UserRow>> {
+pub async fn lock_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),

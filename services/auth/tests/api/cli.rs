@@ -184,25 +184,20 @@ async fn keys_rotate_and_clients_create_from_the_command_line() {
 #[tokio::test]
 async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
     let db = TestDb::create().await;
-    let dir =
-        std::env::temp_dir().join(format!("hatchery-auth-populator-{}", uuid::Uuid::now_v7()));
-    let service_dir = dir.join("broken").join("auth");
-    std::fs::create_dir_all(&service_dir).unwrap();
-    std::fs::write(
-        service_dir.join("users.yaml"),
+    let scenario = testkit::cli::Scenario::new("broken", "auth");
+    scenario.write(
+        "users.yaml",
         "users:\n  - id: 0193a000-0000-7000-8000-000000000001\n    email: a@b.test\n    name: A\n    password: short\n",
-    )
-    .unwrap();
+    );
     let (output, _, stderr) = run(binary()
         .args(["populate", "--scenario", "broken"])
         .env("AUTH__DATABASE__URL", db.url())
-        .env("AUTH__POPULATE__DIR", &dir));
+        .env("AUTH__POPULATE__DIR", &scenario.dir));
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("users.yaml:5") && stderr.contains("at least 8"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test]

@@ -84,15 +84,9 @@ fn check_needs_no_database() {
         "{stdout}"
     );
 
-    let (output, stdout, _) = run(binary()
-        .arg("check")
-        .env("BROKER__REDIS__URL", "redis://127.0.0.1:1"));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("redis") && l.contains("DOWN")),
-        "{stdout}"
+    testkit::cli::assert_check_reports_down(
+        binary().env("BROKER__REDIS__URL", "redis://127.0.0.1:1"),
+        "redis",
     );
 }
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{NoteBody, NoteTitle};
-use crate::store::{self, Access, NoteKey, NoteRow};
+use crate::store::notes::{self, Access, NoteKey, NoteRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -133,7 +133,7 @@ async fn list_notes(
             }
         }
     };
-    let rows = store::list_notes(&state.db, owner_id, &page).await?;
+    let rows = notes::list(&state.db, owner_id, &page).await?;
     Ok(Json(Page::from_rows(rows, &page, NoteRow::key, Note::from)))
 }
 
@@ -200,15 +200,15 @@ async fn create_note(
         return Err(errors.into());
     };
     let uuid = Uuid::now_v7();
-    let new = store::NewNote {
+    let new = notes::NewNote {
         uuid,
         owner_id: user.id,
         title: &title,
         body: &body,
         created_at: Utc::now(),
     };
-    store::insert_note(&mut tx, &new).await?;
-    let row = store::find_note(&mut *tx, uuid, Access::Any)
+    notes::insert(&mut tx, &new).await?;
+    let row = notes::find(&mut *tx, uuid, Access::Any)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("note {uuid} vanished after insert")))?;
     let created = crate::events::NoteCreated {
@@ -244,7 +244,7 @@ async fn get_note(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Note>> {
-    let row = store::find_note(&state.db, id, access(&user))
+    let row = notes::find(&state.db, id, access(&user))
         .await?
         .ok_or_else(|| ApiError::not_found("note"))?;
     Ok(Json(row.into()))
@@ -297,7 +297,7 @@ async fn update_note(
         .transpose();
     let body = errors.take("body", body).flatten();
     errors.into_result()?;
-    let row = store::update_note(&state.db, id, access(&user), title.as_ref(), body.as_ref())
+    let row = notes::update(&state.db, id, access(&user), title.as_ref(), body.as_ref())
         .await?
         .ok_or_else(|| ApiError::not_found("note"))?;
     Ok(Json(row.into()))
@@ -318,7 +318,7 @@ async fn delete_note(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    if store::soft_delete_note(&state.db, id, access(&user)).await? {
+    if notes::soft_delete(&state.db, id, access(&user)).await? {
         tracing::info!(note = %id, "note deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -68,16 +68,11 @@ async fn check_reports_each_dependency() {
     );
 
     // Redis on a port where nothing listens: named as down, non-zero exit.
-    let (output, stdout, _) = run(binary()
-        .arg("check")
-        .env("TEMPLATE__DATABASE__URL", db.url())
-        .env("TEMPLATE__REDIS__URL", "redis://127.0.0.1:1"));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("redis") && l.contains("DOWN")),
-        "{stdout}"
+    testkit::cli::assert_check_reports_down(
+        binary()
+            .env("TEMPLATE__DATABASE__URL", db.url())
+            .env("TEMPLATE__REDIS__URL", "redis://127.0.0.1:1"),
+        "redis",
     );
 }
 
@@ -96,34 +91,30 @@ fn openapi_prints_the_document_without_a_database() {
 #[tokio::test]
 async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
     let db = TestDb::create().await;
-    let dir = std::env::temp_dir().join(format!("hatchery-populator-{}", uuid::Uuid::now_v7()));
-    let service_dir = dir.join("broken").join("template");
-    std::fs::create_dir_all(&service_dir).unwrap();
-    std::fs::write(
-        service_dir.join("notes.yaml"),
+    let scenario = testkit::cli::Scenario::new("broken", "template");
+    scenario.write(
+        "notes.yaml",
         "users:\n  - id: 0193a000-0000-7000-8000-000000000001\n    email: a@b.test\n    name: A\nnotes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-000000000001\n    titel: typo\n",
-    )
-    .unwrap();
+    );
     let (output, _, stderr) = run(binary()
         .arg("serve")
         .env("TEMPLATE__DATABASE__URL", db.url())
         .env("TEMPLATE__HTTP__PORT", "0")
-        .env("TEMPLATE__POPULATE__DIR", &dir)
+        .env("TEMPLATE__POPULATE__DIR", &scenario.dir)
         .env("TEMPLATE__POPULATE__SCENARIO", "broken"));
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("notes.yaml:8"), "{stderr}");
     assert!(stderr.contains("titel"), "{stderr}");
 
     // A dangling reference is reported where it is written, and nothing was loaded.
-    std::fs::write(
-        service_dir.join("notes.yaml"),
+    scenario.write(
+        "notes.yaml",
         "notes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-0000000000ff\n    title: orphan\n",
-    )
-    .unwrap();
+    );
     let (output, _, stderr) = run(binary()
         .args(["populate", "--scenario", "broken"])
         .env("TEMPLATE__DATABASE__URL", db.url())
-        .env("TEMPLATE__POPULATE__DIR", &dir));
+        .env("TEMPLATE__POPULATE__DIR", &scenario.dir));
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("notes.yaml:3") && stderr.contains("0193a000-0000-7000-8000-0000000000ff"),
@@ -135,7 +126,6 @@ async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
         .await
         .unwrap();
     assert_eq!(notes, 0);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// With nothing set but its database, the service reaches the local Redis and RabbitMQ (the

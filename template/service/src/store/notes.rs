@@ -1,5 +1,4 @@
-//! Queries. Rows reference users by the local key; everything returned carries UUIDs only.
-//! The users table itself is `identity::users`' (created on first sight, kept from events).
+//! The `notes` table.
 
 use chrono::{DateTime, Utc};
 use kit::PageRequest;
@@ -46,7 +45,7 @@ impl Access {
 }
 
 /// One page of live notes (of one owner, when given), newest first.
-pub async fn list_notes(
+pub async fn list(
     db: &PgPool,
     owner_id: Option<i64>,
     page: &PageRequest<NoteKey>,
@@ -83,7 +82,7 @@ const LIST_ALL_NOTES: &str =
      ORDER BY n.created_at DESC, n.uuid DESC
      LIMIT $4";
 
-pub async fn find_note(
+pub async fn find(
     db: impl PgExecutor<'_>,
     uuid: Uuid,
     access: Access,
@@ -109,7 +108,7 @@ pub struct NewNote<'a> {
 }
 
 /// Inserts a note unless one with this UUID exists; `true` when inserted.
-pub async fn insert_note(db: &mut PgConnection, note: &NewNote<'_>) -> sqlx::Result<bool> {
+pub async fn insert(db: &mut PgConnection, note: &NewNote<'_>) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO notes (uuid, owner_id, title, body, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $5)
@@ -126,7 +125,7 @@ pub async fn insert_note(db: &mut PgConnection, note: &NewNote<'_>) -> sqlx::Res
 }
 
 /// Applies the given changes to a live note; `None` when there is no such note.
-pub async fn update_note(
+pub async fn update(
     db: &PgPool,
     uuid: Uuid,
     access: Access,
@@ -152,7 +151,7 @@ pub async fn update_note(
 }
 
 /// Marks a live note deleted; `false` when there was none.
-pub async fn soft_delete_note(db: &PgPool, uuid: Uuid, access: Access) -> sqlx::Result<bool> {
+pub async fn soft_delete(db: &PgPool, uuid: Uuid, access: Access) -> sqlx::Result<bool> {
     let result = sqlx::query(
         "UPDATE notes SET deleted_at = now(), updated_at = now()
          WHERE uuid = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR owner_id = $2)",
