@@ -4,8 +4,9 @@
 //! client reconnects to another process.
 //!
 //! [`Connection`] owns the socket and waits on every event source at once; each source has its
-//! own small method (`on_client_frame`, `write_queued`, `on_tick`, `start_next_event`), and
-//! `finish` says goodbye and unsubscribes everything.
+//! own small method (`on_client_frame`, `write_queued`, `on_tick`, `start_next_event` for the
+//! session's events: notices about its token, client frames, timers), and `finish` says goodbye
+//! and unsubscribes everything.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,6 +19,7 @@ use futures_util::SinkExt;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
 
 use crate::Broker;
+use crate::logins::SessionNotice;
 use crate::metrics::now_us;
 use crate::outbound::{Closing, OutFrame, Outbound};
 use crate::protocol::close;
@@ -73,13 +75,22 @@ impl SessionTask {
     }
 }
 
+/// What the session handles next, one at a time.
+enum SessionEvent {
+    /// From outside the connection: auth revoked the token or changed the user's roles.
+    Notice(SessionNotice),
+    ClientFrame(Utf8Bytes),
+    /// Re-authorizations, heartbeats, the token's expiry.
+    TimersDue,
+}
+
 /// What woke the connection up.
 enum Wake {
     Shutdown,
     EventDone(Box<Session>),
     ClientFrame(Option<Result<Message, axum::Error>>),
     Tick,
-    /// Frames were queued (they are written at the top of every turn).
+    /// Frames or a session notice were queued (both are taken at the top of every turn).
     Queued,
 }
 
@@ -197,18 +208,25 @@ impl Connection {
         }
     }
 
-    /// When idle, starts the next client event, or the session's due timers.
+    /// When idle, starts the session's next event: a notice about its token first (a
+    /// revocation must not wait behind client frames), then the next client frame, then the
+    /// session's due timers.
     fn start_next_event(&mut self) {
         let SessionTask::Idle(session) = &self.session else {
             return;
         };
-        let timers_due = session
+        let event = if let Some(notice) = self.out.take_notice() {
+            SessionEvent::Notice(notice)
+        } else if let Some(text) = self.backlog.pop_front() {
+            SessionEvent::ClientFrame(text)
+        } else if session
             .next_timer()
-            .is_some_and(|due| due <= Instant::now());
-        let text = self.backlog.pop_front();
-        if text.is_none() && !timers_due {
+            .is_some_and(|due| due <= Instant::now())
+        {
+            SessionEvent::TimersDue
+        } else {
             return;
-        }
+        };
         // A boxed `pending()` is zero-sized: no allocation for the moment it stands in.
         let taken = std::mem::replace(
             &mut self.session,
@@ -218,9 +236,10 @@ impl Connection {
             unreachable!("checked idle above")
         };
         self.session = SessionTask::Busy(Box::pin(async move {
-            match text {
-                Some(text) => session.handle(text.as_str()).await,
-                None => session.run_timers().await,
+            match event {
+                SessionEvent::Notice(notice) => session.notice(notice).await,
+                SessionEvent::ClientFrame(text) => session.handle(text.as_str()).await,
+                SessionEvent::TimersDue => session.run_timers().await,
             }
             session
         }));

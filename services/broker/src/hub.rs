@@ -1,6 +1,7 @@
 //! The topic table: which local subscriptions listen to which topic, and the fan-out of each
 //! publication to them. One Redis SUBSCRIBE per distinct topic serves every local subscriber;
 //! the Redis task (`link.rs`) is told when a topic gains its first or loses its last one.
+//! The same link listens to auth's revocation channel, whose notices go to [`Logins`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::delivery::{Publication, Rejected, Slot};
+use crate::logins::Logins;
 use crate::metrics::Metrics;
+
+/// Auth's revocation channel and who listens to it.
+pub struct RevocationFeed {
+    /// `<auth.revocation_prefix>revocations`.
+    pub channel: String,
+    pub logins: Arc<Logins>,
+}
 
 struct Topic {
     slots: Vec<Arc<Slot>>,
@@ -25,6 +34,9 @@ pub struct Hub {
     changes: mpsc::UnboundedSender<Arc<str>>,
     /// The pub/sub connection is up (subscribes then wait for Redis to confirm).
     link_up: AtomicBool,
+    /// It was up before: notices may have been missed while it was down.
+    link_was_up: AtomicBool,
+    revocations: Option<RevocationFeed>,
     /// Filter fields per service, for parsing publications.
     filter_fields: HashMap<String, Vec<String>>,
     metrics: Metrics,
@@ -34,12 +46,15 @@ impl Hub {
     pub fn new(
         filter_fields: HashMap<String, Vec<String>>,
         metrics: Metrics,
+        revocations: Option<RevocationFeed>,
     ) -> (Arc<Hub>, mpsc::UnboundedReceiver<Arc<str>>) {
         let (changes, receiver) = mpsc::unbounded_channel();
         let hub = Hub {
             topics: Mutex::new(HashMap::new()),
             changes,
             link_up: AtomicBool::new(false),
+            link_was_up: AtomicBool::new(false),
+            revocations,
             filter_fields,
             metrics,
         };
@@ -160,9 +175,34 @@ impl Hub {
         }
     }
 
+    /// The pub/sub connection is up and listening to every topic (and the revocation channel).
     pub fn set_link_up(&self) {
         self.link_up.store(true, Ordering::Release);
         self.metrics.redis_up.set(1.0);
+        if self.link_was_up.swap(true, Ordering::AcqRel)
+            && let Some(feed) = &self.revocations
+        {
+            // Revocations announced while the link was down were missed.
+            feed.logins.recheck_all();
+        }
+    }
+
+    /// The channel auth announces revocations on, when tokens are accepted.
+    pub fn revocation_channel(&self) -> Option<&str> {
+        self.revocations.as_ref().map(|feed| feed.channel.as_str())
+    }
+
+    /// A message on the revocation channel.
+    pub fn revocation_notice(&self, payload: &[u8]) {
+        let Some(feed) = &self.revocations else {
+            return;
+        };
+        match identity::revocation::Notice::parse(payload) {
+            Some(notice) => feed.logins.notify(notice),
+            None => {
+                tracing::warn!("ignored a message on the revocation channel that is not a notice")
+            }
+        }
     }
 
     /// The pub/sub connection dropped: nothing is confirmed any more, and nobody waits for a

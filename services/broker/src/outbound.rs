@@ -1,14 +1,17 @@
 //! One connection's outgoing queue: bounded, so a client that does not read can never make the
 //! broker buffer without limit. Replies and published messages share it, which keeps them in
-//! order (a subscribe's `ok` always precedes the messages of that subscription).
+//! order (a subscribe's `ok` always precedes the messages of that subscription). Notices for the
+//! connection's session (revocations) come in through it too, with the same wakeup.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
 use crate::config::SlowClient;
+use crate::logins::SessionNotice;
 use crate::metrics::Metrics;
 
 /// A text frame waiting to be written.
@@ -40,6 +43,7 @@ pub enum Closing {
 struct Queue {
     frames: VecDeque<OutFrame>,
     closing: Option<Closing>,
+    notices: VecDeque<SessionNotice>,
 }
 
 pub struct Outbound {
@@ -51,6 +55,8 @@ pub struct Outbound {
     pub kill: Notify,
     capacity: usize,
     policy: SlowClient,
+    /// `notices` is not empty (read on every turn without taking the lock).
+    has_notices: AtomicBool,
 }
 
 impl Outbound {
@@ -59,11 +65,13 @@ impl Outbound {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 closing: None,
+                notices: VecDeque::new(),
             }),
             wake: Notify::new(),
             kill: Notify::new(),
             capacity: capacity.max(1),
             policy,
+            has_notices: AtomicBool::new(false),
         }
     }
 
@@ -113,6 +121,32 @@ impl Outbound {
         queue.closing
     }
 
+    /// Hands a notice to the connection's session (handled before its next client event).
+    pub fn notify(&self, notice: SessionNotice) {
+        let mut queue = self.lock();
+        if queue.closing.is_some() {
+            return;
+        }
+        queue.notices.push_back(notice);
+        self.has_notices.store(true, Ordering::Release);
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// The oldest notice for the session, if any.
+    pub fn take_notice(&self) -> Option<SessionNotice> {
+        if !self.has_notices.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut queue = self.lock();
+        let notice = queue.notices.pop_front();
+        if queue.notices.is_empty() {
+            queue.notices = VecDeque::new();
+            self.has_notices.store(false, Ordering::Release);
+        }
+        notice
+    }
+
     pub fn closing(&self) -> Option<Closing> {
         self.lock().closing
     }
@@ -124,6 +158,7 @@ impl Outbound {
             queue.closing = Some(Closing::Closed);
         }
         queue.frames = VecDeque::new();
+        queue.notices = VecDeque::new();
     }
 
     pub fn is_closed(&self) -> bool {
