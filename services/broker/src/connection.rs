@@ -15,13 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
 
 use crate::Broker;
 use crate::logins::SessionNotice;
-use crate::metrics::now_us;
-use crate::outbound::{Closing, OutFrame, Outbound};
+use crate::outbound::{Closing, Outbound};
 use crate::protocol::close;
 use crate::session::Session;
 
@@ -104,9 +102,10 @@ impl Drop for Permit {
     }
 }
 
-/// Serves one upgraded websocket until it ends.
-pub async fn serve(ws: WebSocket, permit: Permit, request_id: String) {
-    Connection::new(ws, permit, request_id).run().await;
+/// Serves one upgraded websocket until it ends. Not an `async fn`: its arguments would stay in
+/// the future beside the connection they move into, for the life of every connection.
+pub fn serve(ws: WebSocket, permit: Permit, request_id: String) -> impl Future<Output = ()> + Send {
+    Connection::new(ws, permit, request_id).run()
 }
 
 /// Server pings and the pong they wait for.
@@ -116,17 +115,14 @@ struct Keepalive {
 }
 
 struct Connection {
-    ws: WebSocket,
     broker: Arc<Broker>,
+    /// Holds the websocket: delivery tasks write to it directly, this task reads from it and
+    /// writes what they could not.
     out: Arc<Outbound>,
     id: u64,
     session: SessionTask,
     /// Client frames waiting for the session (at most `limits.pending_events`).
     backlog: VecDeque<Utf8Bytes>,
-    /// Frames taken from the queue and being written; kept to reuse its allocation.
-    batch: VecDeque<OutFrame>,
-    /// Publisher stamps of the batch being written, for the latency metric.
-    stamps: Vec<i64>,
     keepalive: Keepalive,
     /// Fires at the earliest of the next ping, the pong deadline and the session's next timer.
     timer: Pin<Box<Sleep>>,
@@ -139,17 +135,15 @@ impl Connection {
         let broker = permit.0.clone();
         let limits = &broker.config.limits;
         let out = Arc::new(Outbound::new(limits.outgoing_queue, limits.slow_client));
+        out.attach(ws);
         let id = broker.next_session_id();
         let session = Box::new(Session::new(broker.clone(), out.clone(), id, request_id));
         let next_ping = Instant::now() + broker.config.ping.interval;
         Connection {
-            ws,
             out,
             id,
             session: SessionTask::Idle(session),
             backlog: VecDeque::new(),
-            batch: VecDeque::new(),
-            stamps: Vec::new(),
             keepalive: Keepalive {
                 next_ping,
                 pong_due: None,
@@ -175,14 +169,15 @@ impl Connection {
                     Ok(())
                 }
                 Wake::ClientFrame(frame) => self.on_client_frame(frame),
-                Wake::Tick => self.on_tick().await,
+                Wake::Tick => self.on_tick(),
                 Wake::Queued => Ok(()),
             };
             if let Err(end) = handled {
                 break end;
             }
         };
-        self.finish(end).await;
+        // Boxed: its callbacks' futures are large, and only a closing connection needs them.
+        Box::pin(self.finish(end)).await;
     }
 
     /// Waits for the first event source with something to do. Shutdown comes first; queued
@@ -191,7 +186,6 @@ impl Connection {
     async fn next_wake(&mut self) -> Wake {
         let reading = self.backlog.len() < self.broker.config.limits.pending_events;
         let Connection {
-            ws,
             broker,
             out,
             session,
@@ -202,7 +196,7 @@ impl Connection {
             biased;
             () = broker.shutdown.cancelled() => Wake::Shutdown,
             done = session.finished() => Wake::EventDone(done),
-            frame = ws.recv(), if reading => Wake::ClientFrame(frame),
+            frame = std::future::poll_fn(|cx| out.poll_recv(cx)), if reading => Wake::ClientFrame(frame),
             () = timer.as_mut() => Wake::Tick,
             () = out.wake.notified() => Wake::Queued,
         }
@@ -275,7 +269,7 @@ impl Connection {
 
     /// The timer fired: a pong is overdue, or a ping is due (the session's timers start at the
     /// top of the next turn).
-    async fn on_tick(&mut self) -> Result<(), End> {
+    fn on_tick(&mut self) -> Result<(), End> {
         // Re-armed at the top of the loop.
         self.timer_at = None;
         let now = Instant::now();
@@ -288,11 +282,8 @@ impl Connection {
         let ping = &self.broker.config.ping;
         self.keepalive.next_ping = now + ping.interval;
         if self.keepalive.pong_due.is_none() {
-            let limit = self.broker.config.limits.write_timeout;
-            let sent = timeout(limit, self.ws.send(Message::Ping(Default::default()))).await;
-            if !matches!(sent, Ok(Ok(()))) {
-                return Err(End::ClientGone);
-            }
+            // Written at the top of the next turn, like any queued frame.
+            self.out.ping();
             self.keepalive.pong_due = Some(now + ping.timeout);
         }
         Ok(())
@@ -315,55 +306,25 @@ impl Connection {
         }
     }
 
-    /// Writes everything queued, one flush per batch. Gives up on a client that makes no
-    /// progress within the write timeout or whose queue overflows meanwhile.
+    /// Writes what the delivery tasks could not (and replies, pings), one flush per batch.
+    /// Gives up on a client that makes no progress within the write timeout or whose queue
+    /// overflows meanwhile.
     async fn write_queued(&mut self) -> Result<(), End> {
-        loop {
-            if self.out.take(&mut self.batch) == Some(Closing::SlowClient) {
-                return Err(End::SlowClient);
-            }
-            if self.batch.is_empty() {
-                // Don't keep a burst's worth of capacity on an idle connection.
-                if self.batch.capacity() > 64 {
-                    self.batch = VecDeque::new();
-                }
-                return Ok(());
-            }
-            let count = self.batch.len() as u64;
-            self.stamps.clear();
-            self.stamps.extend(
-                self.batch
-                    .iter()
-                    .map(|f| f.published_us)
-                    .filter(|&us| us > 0),
-            );
-            let metrics = &self.broker.metrics;
-            let (ws, batch) = (&mut self.ws, &mut self.batch);
-            let write = async {
-                for frame in batch.drain(..) {
-                    ws.feed(Message::Text(frame.text)).await?;
-                }
-                ws.flush().await
-            };
-            let written = tokio::select! {
-                written = timeout(self.broker.config.limits.write_timeout, write) => written,
-                // An overflow while we are stuck ends the connection.
-                () = self.out.kill.notified() => return Err(End::SlowClient),
-            };
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(End::ClientGone),
-                Err(_) => {
-                    metrics.slow_disconnects.increment(1);
-                    return Err(End::SlowClient);
-                }
-            }
-            metrics.messages_out.increment(count);
-            if !self.stamps.is_empty() {
-                let now = now_us();
-                for &published in &self.stamps {
-                    metrics.sample_latency(published, now);
-                }
+        let (out, metrics) = (&self.out, &self.broker.metrics);
+        let write = std::future::poll_fn(|cx| out.poll_write(cx, metrics));
+        let written = tokio::select! {
+            biased;
+            written = timeout(self.broker.config.limits.write_timeout, write) => written,
+            // An overflow while we are stuck ends the connection.
+            () = out.kill.notified() => return Err(End::SlowClient),
+        };
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Closing::SlowClient)) => Err(End::SlowClient),
+            Ok(Err(Closing::WriteFailed | Closing::Closed)) => Err(End::ClientGone),
+            Err(_) => {
+                metrics.slow_disconnects.increment(1);
+                Err(End::SlowClient)
             }
         }
     }
@@ -372,25 +333,25 @@ impl Connection {
     /// may hold a half-made subscription) and removes every subscription with its callbacks.
     async fn finish(self, end: End) {
         let Connection {
-            mut ws,
             out,
             id,
             session,
             permit,
             ..
         } = self;
-        out.close();
         if let Some((code, reason)) = end.goodbye() {
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             };
-            let _ = timeout(CLOSE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
+            let close = std::future::poll_fn(|cx| out.poll_close(cx, &frame));
+            let _ = timeout(CLOSE_TIMEOUT, close).await;
         }
         if end != End::ClientGone && end != End::Shutdown {
             tracing::info!(session = id, reason = ?end, "closed a connection");
         }
-        drop(ws);
+        // Drops the socket too.
+        out.close();
         let mut session = match session {
             SessionTask::Idle(session) => session,
             SessionTask::Busy(running) => running.await,

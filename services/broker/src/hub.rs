@@ -2,10 +2,16 @@
 //! publication to them. One Redis SUBSCRIBE per distinct topic serves every local subscriber;
 //! the Redis task (`link.rs`) is told when a topic gains its first or loses its last one.
 //! The same link listens to auth's revocation channel, whose notices go to [`Logins`].
+//!
+//! Fan-out runs on one delivery task per runtime worker thread, each serving the connections
+//! whose session id falls to it (so one connection's messages always leave in order). A task
+//! takes every publication waiting for it, queues their frames, then writes each connection it
+//! touched once: one `write` per connection per batch and no per-connection wakeup. Under load
+//! the batches grow and several frames share a write.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,8 +26,23 @@ pub struct RevocationFeed {
     pub logins: Arc<Logins>,
 }
 
+/// Publications a delivery task takes at once, at most (a batch is written without yielding
+/// the thread, so this bounds how long other tasks wait for it).
+const DELIVERY_BATCH: usize = 64;
+/// Publications waiting for one delivery task before the Redis link waits (and Redis keeps
+/// the rest).
+const DELIVERY_QUEUE: usize = 4096;
+
+/// One publication for the subscribers it reaches.
+struct Delivery {
+    publication: Arc<Publication>,
+    slots: Arc<[Arc<Slot>]>,
+}
+
 struct Topic {
     slots: Vec<Arc<Slot>>,
+    /// `slots` as handed to the delivery tasks; rebuilt after a change.
+    snapshot: Option<Arc<[Arc<Slot>]>>,
     /// Redis confirmed the SUBSCRIBE on the current connection.
     on_redis: bool,
     /// Subscribes waiting for that confirmation.
@@ -37,6 +58,8 @@ pub struct Hub {
     /// It was up before: notices may have been missed while it was down.
     link_was_up: AtomicBool,
     revocations: Option<RevocationFeed>,
+    /// One queue per delivery task, once started.
+    delivery: OnceLock<Vec<mpsc::Sender<Delivery>>>,
     /// Filter fields per service, for parsing publications.
     filter_fields: HashMap<String, Vec<String>>,
     metrics: Metrics,
@@ -55,6 +78,7 @@ impl Hub {
             link_up: AtomicBool::new(false),
             link_was_up: AtomicBool::new(false),
             revocations,
+            delivery: OnceLock::new(),
             filter_fields,
             metrics,
         };
@@ -79,12 +103,14 @@ impl Hub {
                 self.metrics.topics.increment(1.0);
                 topics.entry(name).or_insert(Topic {
                     slots: Vec::new(),
+                    snapshot: None,
                     on_redis: false,
                     waiters: Vec::new(),
                 })
             }
         };
         topic.slots.push(slot);
+        topic.snapshot = None;
         if topic.on_redis || !self.link_up.load(Ordering::Acquire) {
             return None;
         }
@@ -102,6 +128,7 @@ impl Hub {
         };
         if let Some(at) = topic.slots.iter().position(|s| Arc::ptr_eq(s, slot)) {
             topic.slots.swap_remove(at);
+            topic.snapshot = None;
         }
         if topic.slots.is_empty() {
             topics.remove(&slot.name);
@@ -110,8 +137,27 @@ impl Hub {
         }
     }
 
+    /// Starts the delivery tasks (one per runtime worker thread); without them publications
+    /// are delivered by the caller of [`Hub::dispatch`].
+    pub fn start_delivery(&self) {
+        let workers = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .max(1);
+        self.delivery.get_or_init(|| {
+            (0..workers)
+                .map(|index| {
+                    let (sender, receiver) = mpsc::channel(DELIVERY_QUEUE);
+                    let metrics = self.metrics.clone();
+                    tokio::spawn(deliver(receiver, index, workers, metrics));
+                    sender
+                })
+                .collect()
+        });
+    }
+
     /// Fans a Redis message out to the local subscribers of `topic`.
-    pub fn dispatch(&self, topic: &str, payload: &[u8]) {
+    pub async fn dispatch(&self, topic: &str, payload: &[u8]) {
         let service = topic.split_once('.').map_or(topic, |(service, _)| service);
         let filter_fields = self
             .filter_fields
@@ -131,26 +177,54 @@ impl Hub {
             }
         };
         self.metrics.publications.increment(1);
-        let topics = self.lock();
-        if *publication.subscription == *topic {
-            if let Some(entry) = topics.get(topic) {
-                for slot in &entry.slots {
-                    slot.offer(&publication);
-                }
-            }
+        let Some(slots) = self.targets(topic, &publication) else {
             return;
+        };
+        let Some(queues) = self.delivery.get() else {
+            let mut written = Vec::new();
+            offer_all(&slots, &publication, |_| true, &mut written);
+            write_all(&mut written, &self.metrics);
+            return;
+        };
+        let shards = queues.len();
+        for (index, queue) in queues.iter().enumerate() {
+            if !slots.iter().any(|slot| shard_of(slot, shards) == index) {
+                continue;
+            }
+            let delivery = Delivery {
+                publication: publication.clone(),
+                slots: slots.clone(),
+            };
+            // Waits when the task is that far behind: Redis holds the rest meanwhile.
+            let _ = queue.send(delivery).await;
+        }
+    }
+
+    /// The subscriptions a publication on channel `topic` reaches.
+    fn targets(&self, topic: &str, publication: &Publication) -> Option<Arc<[Arc<Slot>]>> {
+        let mut topics = self.lock();
+        if *publication.subscription == *topic {
+            let entry = topics.get_mut(topic)?;
+            let snapshot = entry
+                .snapshot
+                .get_or_insert_with(|| Arc::from(entry.slots.as_slice()));
+            return Some(snapshot.clone());
         }
         // The payload names another subscription than its channel: like socketshark, it only
         // reaches sessions subscribed to both, through their subscription to the named one.
         let (Some(channel), Some(named)) =
             (topics.get(topic), topics.get(&*publication.subscription))
         else {
-            return;
+            return None;
         };
         let sessions: HashSet<u64> = channel.slots.iter().map(|s| s.session).collect();
-        for slot in named.slots.iter().filter(|s| sessions.contains(&s.session)) {
-            slot.offer(&publication);
-        }
+        let slots: Vec<Arc<Slot>> = named
+            .slots
+            .iter()
+            .filter(|s| sessions.contains(&s.session))
+            .cloned()
+            .collect();
+        Some(Arc::from(slots))
     }
 
     /// Every topic with at least one local subscriber.
@@ -231,4 +305,58 @@ impl Hub {
     pub fn topic_count(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// Which delivery task serves a subscription's connection.
+fn shard_of(slot: &Slot, shards: usize) -> usize {
+    (slot.session % shards as u64) as usize
+}
+
+/// A delivery task: takes what is waiting, queues every frame, then writes each connection it
+/// touched once.
+async fn deliver(
+    mut receiver: mpsc::Receiver<Delivery>,
+    index: usize,
+    shards: usize,
+    metrics: Metrics,
+) {
+    let mut batch = Vec::with_capacity(DELIVERY_BATCH);
+    let mut touched: Vec<Arc<Slot>> = Vec::new();
+    while receiver.recv_many(&mut batch, DELIVERY_BATCH).await > 0 {
+        for delivery in batch.drain(..) {
+            offer_all(
+                &delivery.slots,
+                &delivery.publication,
+                |slot| shard_of(slot, shards) == index,
+                &mut touched,
+            );
+        }
+        write_all(&mut touched, &metrics);
+        // Connections' own tasks (replies, pongs) and the Redis link share these threads.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Queues the publication for every slot `mine` selects; the slots whose connection had
+/// nothing queued before go to `touched`.
+fn offer_all(
+    slots: &[Arc<Slot>],
+    publication: &Arc<Publication>,
+    mine: impl Fn(&Slot) -> bool,
+    touched: &mut Vec<Arc<Slot>>,
+) {
+    for slot in slots.iter().filter(|slot| mine(slot)) {
+        if slot.offer(publication) {
+            touched.push(slot.clone());
+        }
+    }
+}
+
+/// One write per touched connection.
+fn write_all(touched: &mut Vec<Arc<Slot>>, metrics: &Metrics) {
+    let mut written = 0;
+    for slot in touched.drain(..) {
+        slot.outbound().write_now(metrics, &mut written);
+    }
+    metrics.messages_out.increment(written);
 }

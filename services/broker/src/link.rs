@@ -37,6 +37,7 @@ enum Ended {
 impl Link {
     /// Runs until `shutdown`, reconnecting as long as it takes.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.hub.start_delivery();
         let mut delay = self.settings.reconnect_min_delay;
         let mut first = true;
         loop {
@@ -130,7 +131,7 @@ impl Link {
                     }
                     match channel.get(prefix_len..) {
                         Some(topic) if channel.starts_with(&self.prefix) => {
-                            self.hub.dispatch(topic, message.get_payload_bytes());
+                            self.hub.dispatch(topic, message.get_payload_bytes()).await;
                         }
                         _ => {}
                     }

@@ -10,7 +10,7 @@
 //! role taken away ends the subscriptions its `role:` rule allowed (`Unauthorized.`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -109,9 +109,9 @@ pub struct Session {
     request_id: String,
     /// Auth fields (socketshark's `auth_info`); empty = anonymous.
     auth: Map<String, Value>,
-    /// Set while the auth fields come from a token.
-    grant: Option<Grant>,
-    subscriptions: HashMap<Arc<str>, Subscription>,
+    /// Set while the auth fields come from a token (boxed: most sessions have none).
+    grant: Option<Box<Grant>>,
+    subscriptions: Subscriptions,
     timers: BinaryHeap<Reverse<Timer>>,
     generation: u64,
 }
@@ -125,7 +125,7 @@ impl Session {
             request_id,
             auth: Map::new(),
             grant: None,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             timers: BinaryHeap::new(),
             generation: 0,
         }
@@ -236,7 +236,7 @@ impl Session {
                 }
                 let auth = jwt::auth_fields(&claims);
                 self.auth = auth;
-                self.set_grant(Some(Grant::new(claims)));
+                self.set_grant(Some(Box::new(Grant::new(claims))));
                 self.auth_changed();
                 return Ok(());
             }
@@ -263,7 +263,7 @@ impl Session {
     }
 
     /// Keeps the registry of token holders in line with the session's token.
-    fn set_grant(&mut self, grant: Option<Grant>) {
+    fn set_grant(&mut self, grant: Option<Box<Grant>>) {
         let logins = &self.broker.logins;
         match &grant {
             Some(grant) => {
@@ -621,7 +621,7 @@ impl Session {
     /// The connection ended: every subscription goes, with its unsubscribe callbacks.
     pub async fn close(&mut self) {
         self.set_grant(None);
-        let subscriptions: Vec<(Arc<str>, Subscription)> = self.subscriptions.drain().collect();
+        let subscriptions = self.subscriptions.drain();
         for (_, subscription) in &subscriptions {
             self.broker.hub.remove(&subscription.slot);
             self.broker.metrics.subscriptions.decrement(1.0);
@@ -895,6 +895,68 @@ fn error_of(answer: &Map<String, Value>, default: &str) -> EventError {
             .get("data")
             .filter(|d| !protocol::is_falsy(Some(d)))
             .cloned(),
+    }
+}
+
+/// A session's subscriptions by name. A list, not a hash map: sessions hold few (at most
+/// `limits.max_subscriptions`), and an idle connection's map of one would cost four buckets.
+#[derive(Default)]
+struct Subscriptions(Vec<(Arc<str>, Subscription)>);
+
+impl Subscriptions {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0.iter().position(|(n, _)| **n == *name)
+    }
+
+    fn get(&self, name: &str) -> Option<&Subscription> {
+        self.position(name).map(|at| &self.0[at].1)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Subscription> {
+        self.position(name).map(|at| &mut self.0[at].1)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.position(name).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds (or replaces) a subscription.
+    fn insert(&mut self, name: Arc<str>, subscription: Subscription) {
+        match self.position(&name) {
+            Some(at) => self.0[at].1 = subscription,
+            None => {
+                // Most sessions hold one or two: no room for four from the first push.
+                if self.0.len() < 4 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.push((name, subscription));
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Subscription> {
+        let at = self.position(name)?;
+        let (_, subscription) = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(subscription)
+    }
+
+    fn drain(&mut self) -> Vec<(Arc<str>, Subscription)> {
+        std::mem::take(&mut self.0)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Subscription)> {
+        self.0.iter().map(|(name, sub)| (name, sub))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Subscription> {
+        self.0.iter().map(|(_, sub)| sub)
     }
 }
 
