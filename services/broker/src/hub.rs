@@ -3,11 +3,13 @@
 //! the Redis task (`link.rs`) is told when a topic gains its first or loses its last one.
 //! The same link listens to auth's revocation channel, whose notices go to [`Logins`].
 //!
-//! Fan-out runs on one delivery task per runtime worker thread, each serving the connections
-//! whose session id falls to it (so one connection's messages always leave in order). A task
-//! takes every publication waiting for it, queues their frames, then writes each connection it
-//! touched once: one `write` per connection per batch and no per-connection wakeup. Under load
-//! the batches grow and several frames share a write.
+//! Fan-out runs on one delivery thread per runtime worker, each serving the connections whose
+//! session id falls to it (so one connection's messages always leave in order). A thread takes
+//! every publication waiting for it, queues their frames, then writes each connection it touched
+//! once: one `write` per connection per batch and no per-connection wakeup. Under load the
+//! batches grow and several frames share a write. Plain threads, not runtime tasks: a batch of
+//! writes never holds up the connections' own tasks, and the OS spreads the threads over the
+//! cores (woken runtime tasks tend to pile up on the worker that woke them).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,10 +28,10 @@ pub struct RevocationFeed {
     pub logins: Arc<Logins>,
 }
 
-/// Publications a delivery task takes at once, at most (a batch is written without yielding
-/// the thread, so this bounds how long other tasks wait for it).
-const DELIVERY_BATCH: usize = 64;
-/// Publications waiting for one delivery task before the Redis link waits (and Redis keeps
+/// Publications a delivery thread takes at once, at most (only a backlog makes batches this
+/// big; each connection then gets all of its frames in one write).
+const DELIVERY_BATCH: usize = 1024;
+/// Publications waiting for one delivery thread before the Redis link waits (and Redis keeps
 /// the rest).
 const DELIVERY_QUEUE: usize = 4096;
 
@@ -58,7 +60,7 @@ pub struct Hub {
     /// It was up before: notices may have been missed while it was down.
     link_was_up: AtomicBool,
     revocations: Option<RevocationFeed>,
-    /// One queue per delivery task, once started.
+    /// One queue per delivery thread, once started.
     delivery: OnceLock<Vec<mpsc::Sender<Delivery>>>,
     /// Filter fields per service, for parsing publications.
     filter_fields: HashMap<String, Vec<String>>,
@@ -137,22 +139,32 @@ impl Hub {
         }
     }
 
-    /// Starts the delivery tasks (one per runtime worker thread); without them publications
+    /// Starts the delivery threads (one per runtime worker thread); without them publications
     /// are delivered by the caller of [`Hub::dispatch`].
     pub fn start_delivery(&self) {
-        let workers = tokio::runtime::Handle::current()
-            .metrics()
-            .num_workers()
-            .max(1);
+        let runtime = tokio::runtime::Handle::current();
+        let workers = runtime.metrics().num_workers().max(1);
         self.delivery.get_or_init(|| {
-            (0..workers)
-                .map(|index| {
-                    let (sender, receiver) = mpsc::channel(DELIVERY_QUEUE);
-                    let metrics = self.metrics.clone();
-                    tokio::spawn(deliver(receiver, index, workers, metrics));
-                    sender
-                })
-                .collect()
+            let mut queues = Vec::with_capacity(workers);
+            for index in 0..workers {
+                let (sender, receiver) = mpsc::channel(DELIVERY_QUEUE);
+                let metrics = self.metrics.clone();
+                let runtime = runtime.clone();
+                let started = std::thread::Builder::new()
+                    .name(format!("broker-delivery-{index}"))
+                    .spawn(move || {
+                        // Throttled deliveries schedule their timer on the runtime.
+                        let _runtime = runtime.enter();
+                        deliver(receiver, index, workers, metrics);
+                    });
+                if let Err(err) = started {
+                    // The ones started end with their queues; the Redis task delivers instead.
+                    tracing::error!(error = %err, "cannot start the delivery threads");
+                    return Vec::new();
+                }
+                queues.push(sender);
+            }
+            queues
         });
     }
 
@@ -180,7 +192,7 @@ impl Hub {
         let Some(slots) = self.targets(topic, &publication) else {
             return;
         };
-        let Some(queues) = self.delivery.get() else {
+        let Some(queues) = self.delivery.get().filter(|queues| !queues.is_empty()) else {
             let mut written = Vec::new();
             offer_all(&slots, &publication, |_| true, &mut written);
             write_all(&mut written, &self.metrics);
@@ -312,28 +324,28 @@ fn shard_of(slot: &Slot, shards: usize) -> usize {
     (slot.session % shards as u64) as usize
 }
 
-/// A delivery task: takes what is waiting, queues every frame, then writes each connection it
-/// touched once.
-async fn deliver(
-    mut receiver: mpsc::Receiver<Delivery>,
-    index: usize,
-    shards: usize,
-    metrics: Metrics,
-) {
-    let mut batch = Vec::with_capacity(DELIVERY_BATCH);
+/// A delivery thread: takes what is waiting, queues every frame, then writes each connection it
+/// touched once. Ends when the hub is gone.
+fn deliver(mut receiver: mpsc::Receiver<Delivery>, index: usize, shards: usize, metrics: Metrics) {
     let mut touched: Vec<Arc<Slot>> = Vec::new();
-    while receiver.recv_many(&mut batch, DELIVERY_BATCH).await > 0 {
-        for delivery in batch.drain(..) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(delivery) = next {
             offer_all(
                 &delivery.slots,
                 &delivery.publication,
                 |slot| shard_of(slot, shards) == index,
                 &mut touched,
             );
+            taken += 1;
+            next = if taken < DELIVERY_BATCH {
+                receiver.try_recv().ok()
+            } else {
+                None
+            };
         }
         write_all(&mut touched, &metrics);
-        // Connections' own tasks (replies, pongs) and the Redis link share these threads.
-        tokio::task::yield_now().await;
     }
 }
 

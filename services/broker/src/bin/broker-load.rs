@@ -878,8 +878,14 @@ async fn compare(options: &Options) -> Result<bool> {
         if name.starts_with("CPU") {
             cpu_ratio = ratio;
         }
+        // Small ratios (latency against an overloaded peer) keep two significant digits.
+        let ratio_text = if ratio.abs() >= 0.1 || ratio == 0.0 || !ratio.is_finite() {
+            format!("{ratio:.2}")
+        } else {
+            format!("{ratio:.1e}")
+        };
         println!(
-            "{:<28} {:<26} {:<26} {ratio:.2}",
+            "{:<28} {:<26} {:<26} {ratio_text}",
             name,
             spread(&ours),
             spread(&theirs)
