@@ -1,9 +1,10 @@
-//! One websocket connection: reads client frames, writes what the outgoing queue holds, pings
-//! the client, and runs the session's events one at a time beside that (so a slow callback
-//! never stops deliveries or pong handling). On SIGTERM it sends a close frame (1001) so the
-//! client reconnects to another process.
+//! One websocket connection: reads client frames, writes what the delivery threads could not
+//! write at once (and replies, pings), pings the client, and runs the session's events one at a
+//! time beside that (so a slow callback never stops deliveries or pong handling). On SIGTERM it
+//! sends a close frame (1001) so the client reconnects to another process.
 //!
-//! [`Connection`] owns the socket and waits on every event source at once; each source has its
+//! [`Connection`] waits on every event source at once (the socket itself lives in the
+//! connection's [`Outbound`], where delivery threads write to it); each source has its
 //! own small method (`on_client_frame`, `write_queued`, `on_tick`, `start_next_event` for the
 //! session's events: notices about its token, client frames, timers), and `finish` says goodbye
 //! and unsubscribes everything.
@@ -116,7 +117,7 @@ struct Keepalive {
 
 struct Connection {
     broker: Arc<Broker>,
-    /// Holds the websocket: delivery tasks write to it directly, this task reads from it and
+    /// Holds the websocket: delivery threads write to it directly, this task reads from it and
     /// writes what they could not.
     out: Arc<Outbound>,
     id: u64,
@@ -306,7 +307,7 @@ impl Connection {
         }
     }
 
-    /// Writes what the delivery tasks could not (and replies, pings), one flush per batch.
+    /// Writes what the delivery threads could not (and replies, pings), one flush per batch.
     /// Gives up on a client that makes no progress within the write timeout or whose queue
     /// overflows meanwhile.
     async fn write_queued(&mut self) -> Result<(), End> {

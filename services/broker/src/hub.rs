@@ -43,7 +43,7 @@ struct Delivery {
 
 struct Topic {
     slots: Vec<Arc<Slot>>,
-    /// `slots` as handed to the delivery tasks; rebuilt after a change.
+    /// `slots` as handed to the delivery threads; rebuilt after a change.
     snapshot: Option<Arc<[Arc<Slot>]>>,
     /// Redis confirmed the SUBSCRIBE on the current connection.
     on_redis: bool,
@@ -319,7 +319,7 @@ impl Hub {
     }
 }
 
-/// Which delivery task serves a subscription's connection.
+/// Which delivery thread serves a subscription's connection.
 fn shard_of(slot: &Slot, shards: usize) -> usize {
     (slot.session % shards as u64) as usize
 }

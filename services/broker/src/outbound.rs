@@ -206,7 +206,7 @@ impl Outbound {
             Poll::Ready(Wrote::All) => {
                 state.blocked_since = None;
                 // This task writes replies and leftovers, rarely: an idle connection keeps no
-                // queue allocated (delivery tasks, writing every message, keep theirs).
+                // queue allocated (delivery threads, writing every message, keep theirs).
                 state.frames = VecDeque::new();
                 Poll::Ready(Ok(()))
             }
