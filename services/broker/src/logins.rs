@@ -4,8 +4,9 @@
 //! connection's session decides from its own current token whether a notice concerns it (it may
 //! have re-authenticated since).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use identity::revocation::Notice;
 use uuid::Uuid;
@@ -28,8 +29,17 @@ struct Login {
     out: Arc<Outbound>,
 }
 
+/// How long revocations are remembered for connections that register after them: a token
+/// checked in Redis a moment before its revocation was written registers a moment after the
+/// notice went by.
+const REMEMBER_FOR: Duration = Duration::from_secs(10);
+/// At most this many remembered revocations (a burst beyond only shortens the memory).
+const REMEMBER_AT_MOST: usize = 10_000;
+
 #[derive(Default)]
 struct Index {
+    /// Recent revocations (not role changes), newest last.
+    recent: VecDeque<(Instant, Notice)>,
     by_user: HashMap<Uuid, Vec<Login>>,
     /// A session id's user (a session belongs to one user).
     by_session: HashMap<Uuid, Uuid>,
@@ -60,6 +70,18 @@ impl Logins {
             sid,
             out: out.clone(),
         });
+        // Revoked while it was being checked: the session learns it now (it compares the
+        // notice with its own token, `iat` included).
+        for (_, notice) in &index.recent {
+            let concerned = match notice {
+                Notice::Session { sid: revoked } => sid == Some(*revoked),
+                Notice::Subject { sub, .. } => *sub == user,
+                Notice::Roles { .. } => false,
+            };
+            if concerned {
+                out.notify(SessionNotice::Auth(notice.clone()));
+            }
+        }
     }
 
     /// Connection `connection` holds no token any more (expired, revoked, closed).
@@ -69,7 +91,19 @@ impl Logins {
 
     /// Hands a notice from auth to every connection it may concern.
     pub fn notify(&self, notice: Notice) {
-        let index = self.lock();
+        let mut index = self.lock();
+        if !matches!(notice, Notice::Roles { .. }) {
+            let now = Instant::now();
+            while index.recent.len() >= REMEMBER_AT_MOST
+                || index
+                    .recent
+                    .front()
+                    .is_some_and(|(at, _)| now.duration_since(*at) > REMEMBER_FOR)
+            {
+                index.recent.pop_front();
+            }
+            index.recent.push_back((now, notice.clone()));
+        }
         let (user, sid) = match &notice {
             Notice::Session { sid } => match index.by_session.get(sid) {
                 Some(user) => (*user, Some(*sid)),
@@ -121,5 +155,49 @@ fn remove(index: &mut Index, connection: u64) {
     }
     if let Some(sid) = sid_unused {
         index.by_session.remove(&sid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SlowClient;
+
+    #[test]
+    fn a_revocation_reaches_a_connection_registered_just_after_it() {
+        let logins = Logins::default();
+        let (user, sid, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        logins.notify(Notice::Session { sid });
+        logins.notify(Notice::Roles {
+            sub: user,
+            roles: Vec::new(),
+        });
+        let late = Arc::new(Outbound::new(8, SlowClient::Disconnect));
+        logins.register(1, user, Some(sid), &late);
+        assert_eq!(
+            late.take_notice(),
+            Some(SessionNotice::Auth(Notice::Session { sid }))
+        );
+        assert_eq!(late.take_notice(), None, "role changes are not replayed");
+        let unrelated = Arc::new(Outbound::new(8, SlowClient::Disconnect));
+        logins.register(2, other, Some(Uuid::now_v7()), &unrelated);
+        assert_eq!(unrelated.take_notice(), None);
+
+        // Registered ones get notices as they come; unregistered ones no more.
+        logins.notify(Notice::Subject {
+            sub: other,
+            before: 1,
+        });
+        assert!(matches!(
+            unrelated.take_notice(),
+            Some(SessionNotice::Auth(Notice::Subject { .. }))
+        ));
+        logins.unregister(2);
+        logins.notify(Notice::Subject {
+            sub: other,
+            before: 2,
+        });
+        assert_eq!(unrelated.take_notice(), None);
+        assert_eq!(logins.count(), 1);
     }
 }
