@@ -47,10 +47,53 @@ fn print_rows(rows: &[Row]) -> bool {
     rows.iter().all(|row| row.met)
 }
 
+/// A reference implementation to run the same load on (`bench broker --against socketshark`).
+#[derive(Default)]
+pub struct Peer<'a> {
+    pub against: Option<&'a str>,
+    /// Its folder; default `$SOCKETSHARK_PEER_DIR`, else `../shared/peers/socketshark` beside
+    /// the repository.
+    pub dir: Option<&'a Path>,
+}
+
+/// Where the socketshark peer's folder is looked up when `--peer-dir` is not given.
+pub const PEER_DIR_ENV: &str = "SOCKETSHARK_PEER_DIR";
+
 /// Run a benchmark; returns the exit code (1 only if `check` and a target was missed).
-pub fn bench(root: &Path, target: &str, runs: usize, check: bool) -> Result<i32> {
+pub fn bench(root: &Path, target: &str, runs: usize, check: bool, peer: &Peer) -> Result<i32> {
+    if let Some(against) = peer.against {
+        if target != "broker" || against != "socketshark" {
+            bail!(
+                "--against: only `cargo xtask bench broker --against socketshark` exists (got `{target}` against `{against}`)"
+            );
+        }
+        let dir = match peer.dir {
+            Some(dir) => dir.to_owned(),
+            None => std::env::var_os(PEER_DIR_ENV)
+                .map_or_else(|| root.join("../shared/peers/socketshark"), PathBuf::from),
+        };
+        if !dir.join("run.sh").is_file() || !dir.join("setup.sh").is_file() {
+            bail!(
+                "no socketshark peer at {} (setup.sh and run.sh expected): pass --peer-dir DIR or set {PEER_DIR_ENV}",
+                dir.display()
+            );
+        }
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let mut args = vec![
+            "--against".to_owned(),
+            "socketshark".to_owned(),
+            "--peer-dir".to_owned(),
+            dir.display().to_string(),
+        ];
+        if check {
+            args.push("--check".to_owned());
+        }
+        return component(root, "broker", "broker-load", &args);
+    }
     if let Some((package, bin)) = component_bench(target) {
-        return component(root, package, bin);
+        return component(root, package, bin, &[]);
     }
     let rows = if target == "suite" {
         suite(root)?
@@ -79,7 +122,7 @@ fn component_bench(target: &str) -> Option<(&'static str, &'static str)> {
 
 /// Builds and runs a component benchmark in release mode (infrastructure first); it prints
 /// its numbers next to their targets.
-fn component(root: &Path, package: &str, bin: &str) -> Result<i32> {
+fn component(root: &Path, package: &str, bin: &str, args: &[String]) -> Result<i32> {
     infra::ensure(root, Smtp::Skip)?;
     let mut command = util::cargo();
     command
@@ -94,6 +137,7 @@ fn component(root: &Path, package: &str, bin: &str) -> Result<i32> {
             bin,
             "--",
         ])
+        .args(args)
         .stdin(Stdio::null());
     println!("==> {}", util::describe(&command));
     let status = util::status(&mut command)?;

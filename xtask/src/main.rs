@@ -77,6 +77,13 @@ enum Cmd {
         /// Exit with 1 if a target is missed.
         #[arg(long)]
         check: bool,
+        /// `bench broker` only: run the same load on a peer too and compare (`socketshark`).
+        #[arg(long)]
+        against: Option<String>,
+        /// The peer's folder (default: $SOCKETSHARK_PEER_DIR, else ../shared/peers/socketshark
+        /// beside the repository).
+        #[arg(long)]
+        peer_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -142,7 +149,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             target,
             runs,
             check,
-        } => bench::bench(&root, &target, runs, check),
+            against,
+            peer_dir,
+        } => {
+            let peer = bench::Peer {
+                against: against.as_deref(),
+                dir: peer_dir.as_deref(),
+            };
+            bench::bench(&root, &target, runs, check, &peer)
+        }
     }
 }
 

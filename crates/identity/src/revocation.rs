@@ -13,12 +13,24 @@
 //! (revoking a client's tokens). Use [`revoke_session`] and [`revoke_subject_before`] to
 //! write them. With `auth.revocation_prefix` set, every key starts with it (the `_in`
 //! variants of these functions, [`Revocations::with_prefix`]).
+//!
+//! Whatever holds a token for long (the broker's websockets) cannot wait for its next request
+//! to notice: every write is also announced, in the same MULTI, as a [`Notice`] on the pub/sub
+//! channel `<prefix>revocations` ([`channel_in`]), and [`publish_roles_in`] announces a user's
+//! new roles there when an admin changes them. JSON, one object per message:
+//!
+//! | notice | meaning |
+//! |---|---|
+//! | `{"kind":"session","sid":"<sid>"}` | every token of that session is refused |
+//! | `{"kind":"subject","sub":"<sub>","before":T}` | every token of `sub` with `iat < T` is refused |
+//! | `{"kind":"roles","sub":"<sub>","roles":["admin"]}` | `sub`'s roles are now exactly these |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kit::config::{RevocationCheck, SecretUrl};
 use redis::aio::{ConnectionLike, ConnectionManager};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::claims::Claims;
@@ -45,6 +57,37 @@ pub fn subject_key_in(prefix: &str, sub: Uuid) -> String {
     format!("{prefix}revoked:user:{sub}")
 }
 
+/// `<prefix>revocations`: the pub/sub channel announcing every revocation (same prefix as the
+/// keys).
+pub fn channel_in(prefix: &str) -> String {
+    format!("{prefix}revocations")
+}
+
+/// One announcement on [`channel_in`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// Every token of session `sid` is refused from now on.
+    Session { sid: Uuid },
+    /// Every token of `sub` issued before `before` (Unix seconds, compared with `iat`) is
+    /// refused.
+    Subject { sub: Uuid, before: i64 },
+    /// `sub`'s roles are now exactly `roles` (an admin changed them).
+    Roles { sub: Uuid, roles: Vec<String> },
+}
+
+impl Notice {
+    /// Parses a message from the channel; `None` for anything else.
+    pub fn parse(payload: &[u8]) -> Option<Notice> {
+        serde_json::from_slice(payload).ok()
+    }
+
+    fn to_json(&self) -> String {
+        // A plain enum of UUIDs, numbers and strings always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// Ends one session: its tokens are refused from now on. `ttl` must cover the longest time a
 /// token of the session can still be valid (the access-token lifetime is always enough).
 pub async fn revoke_session(
@@ -62,11 +105,18 @@ pub async fn revoke_session_in(
     sid: Uuid,
     ttl: Duration,
 ) -> redis::RedisResult<()> {
-    redis::cmd("SET")
+    redis::pipe()
+        .atomic()
+        .cmd("SET")
         .arg(session_key_in(prefix, sid))
         .arg(1)
         .arg("EX")
         .arg(ttl.as_secs().max(1))
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(channel_in(prefix))
+        .arg(Notice::Session { sid }.to_json())
+        .ignore()
         .query_async(redis)
         .await
 }
@@ -95,7 +145,9 @@ pub async fn revoke_subject_before_in(
 ) -> redis::RedisResult<()> {
     // Keeps the larger of the stored and the new time, in one atomic step (plain EVAL: the
     // script is tiny and written rarely, so caching it with EVALSHA buys nothing).
-    redis::cmd("EVAL")
+    redis::pipe()
+        .atomic()
+        .cmd("EVAL")
         .arg(
             "local old = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 \
              if tonumber(ARGV[1]) > old then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) \
@@ -106,6 +158,31 @@ pub async fn revoke_subject_before_in(
         .arg(subject_key_in(prefix, sub))
         .arg(before)
         .arg(ttl.as_secs().max(1))
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(channel_in(prefix))
+        .arg(Notice::Subject { sub, before }.to_json())
+        .ignore()
+        .query_async(redis)
+        .await
+}
+
+/// Announces `sub`'s new roles on [`channel_in`] (nothing is stored: tokens carry roles, and
+/// auth refuses the ones it must by revoking them). Long-lived holders of `sub`'s tokens drop
+/// what the removed roles allowed.
+pub async fn publish_roles_in(
+    redis: &mut impl ConnectionLike,
+    prefix: &str,
+    sub: Uuid,
+    roles: &[String],
+) -> redis::RedisResult<()> {
+    let notice = Notice::Roles {
+        sub,
+        roles: roles.to_vec(),
+    };
+    redis::cmd("PUBLISH")
+        .arg(channel_in(prefix))
+        .arg(notice.to_json())
         .query_async::<i64>(redis)
         .await
         .map(|_| ())

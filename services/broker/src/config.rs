@@ -58,7 +58,8 @@ pub struct Limits {
     /// A write to a client that makes no progress for this long closes the connection.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
-    /// Bytes of each connection's read buffer (tungstenite's, eagerly allocated).
+    /// Bytes of each connection's read buffer (tungstenite's, eagerly allocated). Client frames
+    /// are small; a bigger one grows the buffer to its size.
     pub read_buffer_bytes: usize,
 }
 
@@ -72,7 +73,7 @@ impl Default for Limits {
             slow_client: SlowClient::Disconnect,
             pending_events: 64,
             write_timeout: Duration::from_secs(10),
-            read_buffer_bytes: 2 * 1024,
+            read_buffer_bytes: 256,
         }
     }
 }

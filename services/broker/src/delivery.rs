@@ -251,11 +251,13 @@ impl Slot {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A message for this subscription arrived from Redis.
-    pub fn offer(self: &Arc<Self>, publication: &Arc<Publication>) {
+    /// A message for this subscription arrived from Redis: its frame is queued if it passes.
+    /// True when the connection's queue was empty before: the caller then writes it
+    /// ([`Outbound::write_now`]) once it has queued everything it had for that connection.
+    pub fn offer(self: &Arc<Self>, publication: &Arc<Publication>) -> bool {
         let mut state = self.lock();
         if state.closed {
-            return;
+            return false;
         }
         if !state.confirmed {
             if state.provisional.len() >= PROVISIONAL_LIMIT {
@@ -263,12 +265,19 @@ impl Slot {
                 self.metrics.dropped.increment(1);
             }
             state.provisional.push_back(publication.clone());
-            return;
+            return false;
         }
         if self.admit(&mut state, publication) {
-            self.out
-                .push(publication.frame(&self.suffix), &self.metrics);
+            return self
+                .out
+                .enqueue(publication.frame(&self.suffix), &self.metrics);
         }
+        false
+    }
+
+    /// The connection's outgoing queue.
+    pub fn outbound(&self) -> &Arc<Outbound> {
+        &self.out
     }
 
     /// Runs a callback answer (`before_subscribe`'s) through the filters, order and throttle

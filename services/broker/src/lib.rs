@@ -5,6 +5,7 @@
 //! - `session`: the protocol (auth, subscribe, message, unsubscribe, ping) and callbacks;
 //! - `hub` + `delivery`: topics, fan-out, filters/order/throttle per subscription;
 //! - `outbound`: each connection's bounded outgoing queue;
+//! - `logins`: which connections hold which user's token, for auth's revocation notices;
 //! - `link`: the one Redis pub/sub connection (reconnects and resubscribes by itself).
 
 pub mod callbacks;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod hub;
 pub mod jwt;
 pub mod link;
+pub mod logins;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;
@@ -39,6 +41,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::jwt::Jwt;
 use crate::link::Link;
+use crate::logins::Logins;
 use crate::metrics::Metrics;
 use crate::rules::ServiceRules;
 
@@ -94,6 +97,8 @@ pub struct Broker {
     pub hub: Arc<Hub>,
     pub callbacks: Callbacks,
     pub jwt: Option<Jwt>,
+    /// Connections authenticated with a token, by user (revocations reach them through it).
+    pub logins: Arc<Logins>,
     /// The broker's own identity towards auth (ticket validation), when credentials are
     /// configured.
     pub service_token: Option<ServiceClient>,
@@ -127,7 +132,17 @@ impl Broker {
             .map(|(name, service)| (name.clone(), service.filter_fields.clone()))
             .collect();
         let metrics = Metrics::register();
-        let (hub, changes) = Hub::new(filter_fields, metrics.clone());
+        let logins = Arc::new(Logins::default());
+        // Token sessions end when auth announces their revocation.
+        let revocations = config
+            .authentication
+            .jwt
+            .enabled
+            .then(|| hub::RevocationFeed {
+                channel: identity::revocation::channel_in(&settings.auth.revocation_prefix),
+                logins: logins.clone(),
+            });
+        let (hub, changes) = Hub::new(filter_fields, metrics.clone(), revocations);
         let callbacks =
             Callbacks::new(config.callbacks.clone()).context("building the HTTP client")?;
         let jwt = if config.authentication.jwt.enabled {
@@ -158,6 +173,7 @@ impl Broker {
             hub,
             callbacks,
             jwt,
+            logins,
             metrics,
             shutdown,
             tasks,

@@ -37,6 +37,7 @@ enum Ended {
 impl Link {
     /// Runs until `shutdown`, reconnecting as long as it takes.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.hub.start_delivery();
         let mut delay = self.settings.reconnect_min_delay;
         let mut first = true;
         loop {
@@ -83,6 +84,14 @@ impl Link {
 
         // Changes queued before this point are covered by the full resubscription.
         while self.changes.try_recv().is_ok() {}
+        let revocations = self.hub.revocation_channel().map(str::to_owned);
+        if let Some(channel) = &revocations {
+            match timeout(self.settings.ping_timeout, sink.subscribe(channel)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Ended::Lost(err.to_string()),
+                Err(_) => return Ended::Lost("SUBSCRIBE timed out".into()),
+            }
+        }
         let active = self.hub.active_topics();
         for batch in active.chunks(RESUBSCRIBE_BATCH) {
             let channels: Vec<String> = batch.iter().map(|t| self.channel(t)).collect();
@@ -116,9 +125,13 @@ impl Link {
                     };
                     last_message = Instant::now();
                     let channel = message.get_channel_name();
+                    if revocations.as_deref() == Some(channel) {
+                        self.hub.revocation_notice(message.get_payload_bytes());
+                        continue;
+                    }
                     match channel.get(prefix_len..) {
                         Some(topic) if channel.starts_with(&self.prefix) => {
-                            self.hub.dispatch(topic, message.get_payload_bytes());
+                            self.hub.dispatch(topic, message.get_payload_bytes()).await;
                         }
                         _ => {}
                     }
@@ -185,7 +198,13 @@ impl Link {
         subscribe.extend(already);
         self.hub.confirmed(&subscribe);
         for batch in unsubscribe.chunks(RESUBSCRIBE_BATCH) {
-            let channels: Vec<String> = batch.iter().map(|t| self.channel(t)).collect();
+            // A topic named like the revocation channel must not stop the revocations.
+            let revocations = self.hub.revocation_channel();
+            let channels: Vec<String> = batch
+                .iter()
+                .map(|t| self.channel(t))
+                .filter(|channel| Some(channel.as_str()) != revocations)
+                .collect();
             match timeout(limit, sink.unsubscribe(&channels)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => return Err(err.to_string()),

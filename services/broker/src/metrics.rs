@@ -2,6 +2,8 @@
 //! and kept, so the hot path is an atomic add, not a registry lookup.
 
 use std::cell::Cell;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram};
 
@@ -10,8 +12,19 @@ use metrics::{Counter, Gauge, Histogram};
 /// memory between scrapes).
 pub const LATENCY_SAMPLE_EVERY: u32 = 16;
 
+/// The handles, shared: every subscription keeps one `Metrics` (a pointer, not 13 handles).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricSet>);
+
+impl Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+pub struct MetricSet {
     /// Open websocket connections.
     pub connections: Gauge,
     /// Subscriptions held by sessions.
@@ -44,7 +57,7 @@ impl Metrics {
     pub fn register() -> Metrics {
         // Installs the recorder if nothing did yet, so the handles below are live ones.
         kit::telemetry::metrics_handle();
-        Metrics {
+        Metrics(Arc::new(MetricSet {
             connections: metrics::gauge!("broker_connections"),
             subscriptions: metrics::gauge!("broker_subscriptions"),
             topics: metrics::gauge!("broker_topics"),
@@ -58,12 +71,12 @@ impl Metrics {
             latency: metrics::histogram!("broker_publish_to_send_duration_seconds"),
             redis_up: metrics::gauge!("broker_redis_up"),
             redis_reconnects: metrics::counter!("broker_redis_reconnects_total"),
-        }
+        }))
     }
 
     /// Handles that record nothing (unit tests).
     pub fn detached() -> Metrics {
-        Metrics {
+        Metrics(Arc::new(MetricSet {
             connections: Gauge::noop(),
             subscriptions: Gauge::noop(),
             topics: Gauge::noop(),
@@ -77,7 +90,7 @@ impl Metrics {
             latency: Histogram::noop(),
             redis_up: Gauge::noop(),
             redis_reconnects: Counter::noop(),
-        }
+        }))
     }
 
     /// Counts one handled client event (`event` is one of the protocol's names, `invalid` or

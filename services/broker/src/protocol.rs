@@ -27,6 +27,13 @@ pub const ERR_SUBSCRIPTION_NOT_FOUND: &str = "Subscription does not exist.";
 pub const ERR_TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions.";
 /// Ours: `{"event":"auth","method":"jwt"}` without a token.
 pub const ERR_NEEDS_TOKEN: &str = "Must specify token.";
+/// Ours: a session authenticated with a token presents another user's token.
+pub const ERR_OTHER_USER: &str = "Token belongs to another user.";
+/// Ours, in the unsubscribe push: the session's token expired without a new one.
+pub const ERR_TOKEN_EXPIRED: &str = "Token expired.";
+/// Ours, in the unsubscribe push: auth revoked the session's token (logout, logout everywhere,
+/// refresh-token reuse, account disabled or deleted).
+pub const ERR_SESSION_REVOKED: &str = "Session revoked.";
 
 /// Websocket close codes the broker sends.
 pub mod close {

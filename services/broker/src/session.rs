@@ -2,17 +2,28 @@
 //! them, event by event, as socketshark's `Session`/`Subscription`/`events` do. Events of one
 //! session are handled one after the other (a slow callback delays that session's next event,
 //! never another session, and never the delivery of published messages).
+//!
+//! A session authenticated with a token (`method: jwt`) lasts as long as the token: at its
+//! `exp`, or as soon as auth announces it revoked, the session becomes anonymous again and every
+//! subscription that needed the authentication ends with an unsubscribe push (`Token expired.`,
+//! `Session revoked.`). Before `exp` the client may present a newer token of the same user. A
+//! role taken away ends the subscriptions its `role:` rule allowed (`Unauthorized.`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use identity::revocation::Notice;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::Broker;
 use crate::callbacks::is_ok;
 use crate::delivery::{DeliveryOptions, Publication, Slot, expected_values};
+use crate::jwt;
+use crate::logins::SessionNotice;
 use crate::metrics::Metrics;
 use crate::outbound::{OutFrame, Outbound};
 use crate::protocol::{self, ClientEvent, Event, Reply};
@@ -60,6 +71,36 @@ struct Timer {
     name: Arc<str>,
 }
 
+/// The token a session authenticated with (`method: jwt`).
+struct Grant {
+    /// Kept to look the token up again after the revocation channel was down.
+    claims: identity::Claims,
+    /// The token's `exp` on this process's clock.
+    expires: Instant,
+}
+
+impl Grant {
+    fn new(claims: identity::Claims) -> Grant {
+        let exp = UNIX_EPOCH + Duration::from_secs(u64::try_from(claims.exp).unwrap_or(0));
+        let left = exp
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Grant {
+            claims,
+            expires: Instant::now() + left,
+        }
+    }
+
+    /// Whether auth's notice revokes this token.
+    fn revoked_by(&self, notice: &Notice) -> bool {
+        match notice {
+            Notice::Session { sid } => self.claims.sid == Some(*sid),
+            Notice::Subject { sub, before } => self.claims.sub == *sub && self.claims.iat < *before,
+            Notice::Roles { .. } => false,
+        }
+    }
+}
+
 pub struct Session {
     broker: Arc<Broker>,
     out: Arc<Outbound>,
@@ -68,7 +109,9 @@ pub struct Session {
     request_id: String,
     /// Auth fields (socketshark's `auth_info`); empty = anonymous.
     auth: Map<String, Value>,
-    subscriptions: HashMap<Arc<str>, Subscription>,
+    /// Set while the auth fields come from a token (boxed: most sessions have none).
+    grant: Option<Box<Grant>>,
+    subscriptions: Subscriptions,
     timers: BinaryHeap<Reverse<Timer>>,
     generation: u64,
 }
@@ -81,7 +124,8 @@ impl Session {
             id,
             request_id,
             auth: Map::new(),
-            subscriptions: HashMap::new(),
+            grant: None,
+            subscriptions: Subscriptions::default(),
             timers: BinaryHeap::new(),
             generation: 0,
         }
@@ -111,6 +155,8 @@ impl Session {
                     Event::Auth => match self.authenticate(&data).await {
                         Ok(()) => {
                             self.send(Reply::ok("auth").into_text());
+                            // The new auth fields may carry fewer roles (or another user).
+                            self.recheck_rules(protocol::ERR_UNAUTHORIZED).await;
                             true
                         }
                         Err(err) => {
@@ -169,22 +215,42 @@ impl Session {
                     .filter_map(|field| Some((field.clone(), answer.get(field)?.clone())))
                     .collect()
             }
-            "jwt" if broker.jwt.is_some() => {
+            "jwt" => {
+                let Some(verifier) = &broker.jwt else {
+                    return Err(protocol::ERR_AUTH_UNSUPPORTED.into());
+                };
                 let token = data.get("token");
                 let Some(Value::String(token)) = token.filter(|t| !protocol::is_falsy(Some(t)))
                 else {
                     return Err(protocol::ERR_NEEDS_TOKEN.into());
                 };
-                match &broker.jwt {
-                    Some(jwt) => jwt.authenticate(token).await.map_err(EventError::from)?,
-                    None => return Err(protocol::ERR_AUTH_UNSUPPORTED.into()),
+                let claims = verifier
+                    .authenticate(token)
+                    .await
+                    .map_err(EventError::from)?;
+                // A refresh extends the session; it never turns it into another user's.
+                if let Some(grant) = &self.grant
+                    && grant.claims.sub != claims.sub
+                {
+                    return Err(protocol::ERR_OTHER_USER.into());
                 }
+                let auth = jwt::auth_fields(&claims);
+                self.auth = auth;
+                self.set_grant(Some(Box::new(Grant::new(claims))));
+                self.auth_changed();
+                return Ok(());
             }
             _ => return Err(protocol::ERR_AUTH_UNSUPPORTED.into()),
         };
         self.auth = auth;
+        self.set_grant(None);
+        self.auth_changed();
+        Ok(())
+    }
+
+    /// Filter fields taken from auth fields follow the new ones.
+    fn auth_changed(&self) {
         tracing::debug!(session = self.id, auth = ?self.auth, "authenticated");
-        // Filter fields taken from auth fields follow the new ones.
         for sub in self.subscriptions.values() {
             let config = &sub.service.config;
             sub.slot.set_expected(expected_values(
@@ -194,7 +260,86 @@ impl Session {
                 &self.auth,
             ));
         }
-        Ok(())
+    }
+
+    /// Keeps the registry of token holders in line with the session's token.
+    fn set_grant(&mut self, grant: Option<Box<Grant>>) {
+        let logins = &self.broker.logins;
+        match &grant {
+            Some(grant) => {
+                logins.register(self.id, grant.claims.sub, grant.claims.sid, &self.out);
+            }
+            None if self.grant.is_some() => logins.unregister(self.id),
+            None => {}
+        }
+        self.grant = grant;
+    }
+
+    /// The token expired or was revoked: the session is anonymous from now on, and every
+    /// subscription that needed the authentication ends with `error`.
+    async fn end_authentication(&mut self, error: &str) {
+        tracing::info!(session = self.id, error, "token no longer valid");
+        self.set_grant(None);
+        self.auth = Map::new();
+        let ending: Vec<Arc<str>> = self
+            .subscriptions
+            .iter()
+            .filter(|(name, sub)| {
+                sub.service.config.require_authentication
+                    || !allowed_by_rule(name, &sub.service, &self.auth)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in ending {
+            self.unsubscribe_forced(&name, error.into()).await;
+        }
+        self.auth_changed();
+    }
+
+    /// Ends the subscriptions whose built-in rule no longer allows the session's auth fields.
+    async fn recheck_rules(&mut self, error: &str) {
+        let failing: Vec<Arc<str>> = self
+            .subscriptions
+            .iter()
+            .filter(|(name, sub)| !allowed_by_rule(name, &sub.service, &self.auth))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in failing {
+            tracing::info!(session = self.id, subscription = %name, "rule no longer holds");
+            self.unsubscribe_forced(&name, error.into()).await;
+        }
+    }
+
+    /// Something happened to the session's token elsewhere (see [`SessionNotice`]).
+    pub async fn notice(&mut self, notice: SessionNotice) {
+        let Some(grant) = &self.grant else {
+            return;
+        };
+        match notice {
+            SessionNotice::Auth(notice) if grant.revoked_by(&notice) => {
+                self.end_authentication(protocol::ERR_SESSION_REVOKED).await;
+            }
+            SessionNotice::Auth(Notice::Roles { sub, roles }) if grant.claims.sub == sub => {
+                // Only what was taken away counts here: a role added reaches the session with
+                // its next token, as it does for HTTP requests.
+                if let Some(Value::Array(held)) = self.auth.get_mut("roles") {
+                    held.retain(|role| role.as_str().is_some_and(|r| roles.iter().any(|k| k == r)));
+                }
+                self.auth_changed();
+                self.recheck_rules(protocol::ERR_UNAUTHORIZED).await;
+            }
+            SessionNotice::Auth(_) => {}
+            SessionNotice::Recheck => {
+                let claims = grant.claims.clone();
+                let revoked = match &self.broker.jwt {
+                    Some(verifier) => verifier.is_revoked(&claims).await,
+                    None => false,
+                };
+                if revoked {
+                    self.end_authentication(protocol::ERR_SESSION_REVOKED).await;
+                }
+            }
+        }
     }
 
     /// `subscribe`, `message` and `unsubscribe`; true on success.
@@ -475,7 +620,8 @@ impl Session {
 
     /// The connection ended: every subscription goes, with its unsubscribe callbacks.
     pub async fn close(&mut self) {
-        let subscriptions: Vec<(Arc<str>, Subscription)> = self.subscriptions.drain().collect();
+        self.set_grant(None);
+        let subscriptions = self.subscriptions.drain();
         for (_, subscription) in &subscriptions {
             self.broker.hub.remove(&subscription.slot);
             self.broker.metrics.subscriptions.decrement(1.0);
@@ -630,14 +776,27 @@ impl Session {
         }
     }
 
-    /// When the next re-authorization or heartbeat is due.
+    /// When the next re-authorization, heartbeat or token expiry is due.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse(timer)| timer.due)
+        let next = self.timers.peek().map(|Reverse(timer)| timer.due);
+        match (&self.grant, next) {
+            (Some(grant), Some(next)) => Some(grant.expires.min(next)),
+            (Some(grant), None) => Some(grant.expires),
+            (None, next) => next,
+        }
     }
 
-    /// Runs the re-authorizations and heartbeats that are due.
+    /// Ends an expired token's authentication, then runs the re-authorizations and heartbeats
+    /// that are due.
     pub async fn run_timers(&mut self) {
         let now = Instant::now();
+        if self
+            .grant
+            .as_ref()
+            .is_some_and(|grant| grant.expires <= now)
+        {
+            self.end_authentication(protocol::ERR_TOKEN_EXPIRED).await;
+        }
         while let Some(Reverse(timer)) = self.timers.peek() {
             if timer.due > now {
                 break;
@@ -737,6 +896,77 @@ fn error_of(answer: &Map<String, Value>, default: &str) -> EventError {
             .filter(|d| !protocol::is_falsy(Some(d)))
             .cloned(),
     }
+}
+
+/// A session's subscriptions by name. A list, not a hash map: sessions hold few (at most
+/// `limits.max_subscriptions`), and an idle connection's map of one would cost four buckets.
+#[derive(Default)]
+struct Subscriptions(Vec<(Arc<str>, Subscription)>);
+
+impl Subscriptions {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0.iter().position(|(n, _)| **n == *name)
+    }
+
+    fn get(&self, name: &str) -> Option<&Subscription> {
+        self.position(name).map(|at| &self.0[at].1)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Subscription> {
+        self.position(name).map(|at| &mut self.0[at].1)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.position(name).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds (or replaces) a subscription.
+    fn insert(&mut self, name: Arc<str>, subscription: Subscription) {
+        match self.position(&name) {
+            Some(at) => self.0[at].1 = subscription,
+            None => {
+                // Most sessions hold one or two: no room for four from the first push.
+                if self.0.len() < 4 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.push((name, subscription));
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Subscription> {
+        let at = self.position(name)?;
+        let (_, subscription) = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(subscription)
+    }
+
+    fn drain(&mut self) -> Vec<(Arc<str>, Subscription)> {
+        std::mem::take(&mut self.0)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Subscription)> {
+        self.0.iter().map(|(name, sub)| (name, sub))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Subscription> {
+        self.0.iter().map(|(_, sub)| sub)
+    }
+}
+
+/// Whether the subscription's built-in rule (if any) allows a session with `auth` fields.
+fn allowed_by_rule(name: &str, service: &ServiceRules, auth: &Map<String, Value>) -> bool {
+    let topic = name.get(service.name.len() + 1..).unwrap_or_default();
+    service
+        .rule
+        .as_ref()
+        .is_none_or(|rule| rule.allows(auth, topic))
 }
 
 /// The listed fields present in `source`.

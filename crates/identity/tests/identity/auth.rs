@@ -346,3 +346,64 @@ async fn a_stalled_redis_is_bounded_by_the_revocation_timeout() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn every_revocation_and_role_change_is_announced_under_the_prefix() {
+    use futures_util::StreamExt;
+    use identity::revocation::{self, Notice};
+
+    let prefix = format!("test-{}:", Uuid::now_v7().simple());
+    let mut listener = redis::Client::open(crate::common::redis_url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    listener
+        .subscribe(revocation::channel_in(&prefix))
+        .await
+        .unwrap();
+    let mut messages = listener.into_on_message();
+    let mut redis = crate::common::redis().await;
+    let (user, sid) = (Uuid::now_v7(), Uuid::now_v7());
+    let ttl = Duration::from_secs(60);
+    revocation::revoke_session_in(&mut redis, &prefix, sid, ttl)
+        .await
+        .unwrap();
+    revocation::revoke_subject_before_in(&mut redis, &prefix, user, 1_700_000_000, ttl)
+        .await
+        .unwrap();
+    revocation::publish_roles_in(&mut redis, &prefix, user, &["staff".to_owned()])
+        .await
+        .unwrap();
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("announced within 5 s")
+            .expect("subscribed");
+        heard.push(Notice::parse(message.get_payload_bytes()).expect("a notice"));
+    }
+    assert_eq!(
+        heard,
+        [
+            Notice::Session { sid },
+            Notice::Subject {
+                sub: user,
+                before: 1_700_000_000
+            },
+            Notice::Roles {
+                sub: user,
+                roles: vec!["staff".into()]
+            },
+        ]
+    );
+    // The markers are written as before, under the same prefix.
+    let stored: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(revocation::session_key_in(&prefix, sid))
+        .arg(revocation::subject_key_in(&prefix, user))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(stored, [Some("1".into()), Some("1700000000".into())]);
+    assert_eq!(Notice::parse(b"not json"), None);
+}

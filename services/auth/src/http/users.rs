@@ -1,6 +1,7 @@
 //! `/users`: account administration (role `admin`). Deleting is a soft delete: the account is
 //! kept, marked deleted, its sessions ended, and it can be restored.
 
+use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -243,6 +244,19 @@ async fn update_user(
             &Entry::success(action, actor, Some(row.uuid)).from_ip(ip),
         )
         .await?;
+    }
+    if new_roles != target.roles {
+        // Websockets authenticated with this user's tokens drop what the removed roles allowed
+        // (announced before the sessions end below, so they learn the precise reason first).
+        let mut redis = state.redis.clone();
+        identity::revocation::publish_roles_in(
+            &mut redis,
+            &state.settings.auth.revocation_prefix,
+            row.uuid,
+            &new_roles,
+        )
+        .await
+        .context("announcing the user's new roles in Redis")?;
     }
     if !is_active || !removed.is_empty() {
         let reason = if is_active {

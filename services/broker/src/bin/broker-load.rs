@@ -12,7 +12,6 @@
 //! open-file limit to the hard limit (the broker it starts inherits it); with a low hard limit,
 //! run it under `ulimit -n 65536` as root.
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -41,6 +40,14 @@ options (all optional):
                      anonymous subscriptions to `bench.*` with an empty channel prefix
   --check            exit 1 when a target is missed
   --timeline         print deliveries and worst latency for every second
+  --against socketshark
+                     run the same load on the broker and on socketshark (started from its peer
+                     folder: setup.sh once, run.sh), alternating, and print CPU per delivery,
+                     deliveries/s, p99 latency, RSS per connection and the ratios; defaults
+                     then: --clients 1000 --topics 10 --rates 20000
+  --peer-dir DIR     socketshark's peer folder (default: $SOCKETSHARK_PEER_DIR, else
+                     ../shared/peers/socketshark from the current directory)
+  --rounds N         runs per server with --against (default 3)
 environment: BROKER__* variables are passed to the broker it starts (e.g. BROKER__APP__PING__INTERVAL=1h)
 ";
 
@@ -49,8 +56,13 @@ const TARGET_CLIENTS: usize = 10_000;
 const TARGET_THROUGHPUT: f64 = 200_000.0;
 const TARGET_P99_AT: f64 = 50_000.0;
 const TARGET_P99_MS: f64 = 50.0;
-const TARGET_KB_PER_IDLE: f64 = 16.0;
+const TARGET_KB_PER_IDLE: f64 = 4.0;
+/// Broker CPU (all threads, user + system) per delivery at 20,000 deliveries/s to 1,000
+/// clients on 10 topics.
+const TARGET_CPU_US: f64 = 10.0;
+const TARGET_CPU_AT: f64 = 20_000.0;
 
+#[derive(Clone)]
 struct Options {
     clients: usize,
     topics: usize,
@@ -62,6 +74,10 @@ struct Options {
     attach: Option<(String, u32)>,
     check: bool,
     timeline: bool,
+    /// `socketshark`: run the same load on the peer too and compare.
+    against: Option<String>,
+    peer_dir: Option<std::path::PathBuf>,
+    rounds: usize,
 }
 
 fn parse_options() -> Result<Options> {
@@ -76,12 +92,17 @@ fn parse_options() -> Result<Options> {
         attach: None,
         check: false,
         timeline: false,
+        against: None,
+        peer_dir: None,
+        rounds: 3,
     };
+    let mut given = std::collections::HashSet::new();
     let mut args = std::env::args().skip(1);
     let value = |args: &mut dyn Iterator<Item = String>, name: &str| {
         args.next().with_context(|| format!("{name} needs a value"))
     };
     while let Some(arg) = args.next() {
+        given.insert(arg.clone());
         match arg.as_str() {
             "--clients" => options.clients = value(&mut args, &arg)?.parse()?,
             "--topics" => options.topics = value(&mut args, &arg)?.parse()?,
@@ -103,6 +124,15 @@ fn parse_options() -> Result<Options> {
                 options.attach = Some((url, pid));
             }
             "--check" => options.check = true,
+            "--against" => {
+                let peer = value(&mut args, &arg)?;
+                if peer != "socketshark" {
+                    bail!("--against: only `socketshark` is known, not {peer:?}");
+                }
+                options.against = Some(peer);
+            }
+            "--peer-dir" => options.peer_dir = Some(value(&mut args, &arg)?.into()),
+            "--rounds" => options.rounds = value(&mut args, &arg)?.parse()?,
             "--timeline" => options.timeline = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -110,6 +140,24 @@ fn parse_options() -> Result<Options> {
             }
             other => bail!("unknown option {other:?}\n\n{USAGE}"),
         }
+    }
+    if options.against.is_some() {
+        // The comparison's own defaults: the load socketshark can still carry.
+        if !given.contains("--clients") {
+            options.clients = 1_000;
+        }
+        if !given.contains("--topics") {
+            options.topics = 10;
+        }
+        if !given.contains("--rates") {
+            options.rates = vec![20_000.0];
+        }
+        if options.attach.is_some() {
+            bail!("--against starts both servers itself: drop --attach");
+        }
+    }
+    if options.rounds == 0 {
+        bail!("--rounds must be at least 1");
     }
     if options.clients == 0 || options.topics == 0 || options.topics > options.clients {
         bail!("need 1 <= topics <= clients");
@@ -295,11 +343,24 @@ struct Stats {
 /// Reads the `"t":<µs>` stamp the publisher put first in `data`.
 fn stamp(text: &str) -> Option<u64> {
     let at = text.find("\"t\":")? + 4;
-    let digits = &text[at..];
+    // Python's json.dumps puts a space after the colon.
+    let digits = text[at..].trim_start();
     let end = digits
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(digits.len());
     digits[..end].parse().ok()
+}
+
+/// Whether a frame is the `ok` reply to a subscribe, whatever the server's JSON spacing
+/// (socketshark sends `{"event": "subscribe", "status": "ok", ...}`).
+fn subscribed_ok(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Reply<'a> {
+        event: Option<&'a str>,
+        status: Option<&'a str>,
+    }
+    serde_json::from_str::<Reply>(text)
+        .is_ok_and(|reply| reply.event == Some("subscribe") && reply.status == Some("ok"))
 }
 
 async fn client(url: Arc<str>, topic: String, stats: Arc<Stats>, gate: Arc<Semaphore>) {
@@ -322,7 +383,7 @@ async fn client(url: Arc<str>, topic: String, stats: Arc<Stats>, gate: Arc<Semap
         ws.send(Message::text(subscribe)).await.ok()?;
         loop {
             match ws.next().await? {
-                Ok(Message::Text(text)) if text.contains("\"status\":\"ok\"") => break,
+                Ok(Message::Text(text)) if subscribed_ok(text.as_str()) => break,
                 Ok(Message::Text(text)) => {
                     eprintln!("broker-load: subscribe refused: {text}");
                     return None;
@@ -450,18 +511,32 @@ fn bucket_quantiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<(f64,
     Some((at(0.5), at(0.99)))
 }
 
-struct Broker {
-    child: Option<Child>,
+/// A server under load: the broker this tool started, a running one (`--attach`), or the
+/// socketshark peer. Dropping it stops what this tool started.
+struct Server {
+    name: &'static str,
     pid: u32,
     url: String,
+    /// Channel prefix publications need to reach it.
     prefix: String,
+    child: Option<Child>,
+    /// socketshark's pid file, for its stop.sh.
+    peer: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
-impl Drop for Broker {
+impl Drop for Server {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some((dir, pidfile)) = &self.peer {
+            let _ = Command::new("bash")
+                .arg(dir.join("stop.sh"))
+                .arg(pidfile)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -472,13 +547,15 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-async fn start_broker(options: &Options) -> Result<Broker> {
+async fn start_broker(options: &Options) -> Result<Server> {
     if let Some((url, pid)) = &options.attach {
-        return Ok(Broker {
-            child: None,
+        return Ok(Server {
+            name: "attached",
             pid: *pid,
             url: url.clone(),
             prefix: String::new(),
+            child: None,
+            peer: None,
         });
     }
     // Without --broker, this binary itself serves as the broker (see ROLE_BROKER).
@@ -520,11 +597,13 @@ async fn start_broker(options: &Options) -> Result<Broker> {
         .spawn()
         .with_context(|| format!("starting {}", path.display()))?;
     let pid = child.id();
-    let broker = Broker {
-        child: Some(child),
+    let server = Server {
+        name: "broker",
         pid,
         url: format!("ws://127.0.0.1:{port}/ws"),
         prefix,
+        child: Some(child),
+        peer: None,
     };
     let ready = format!("http://127.0.0.1:{port}/readyz");
     let client = reqwest::Client::new();
@@ -540,14 +619,93 @@ async fn start_broker(options: &Options) -> Result<Broker> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(broker)
+    Ok(server)
 }
+
+/// Starts socketshark from its peer folder (setup.sh once, then run.sh on a free port); its
+/// config serves `bench.*` anonymously on an empty channel prefix.
+fn start_socketshark(dir: &std::path::Path) -> Result<Server> {
+    if !dir.join("run.sh").is_file() {
+        bail!(
+            "no socketshark peer at {} (run.sh missing): pass --peer-dir DIR or set {PEER_DIR_ENV}",
+            dir.display()
+        );
+    }
+    if !dir.join(".venv/bin/python").exists() {
+        println!(
+            "broker-load: setting up socketshark's venv ({}/setup.sh)",
+            dir.display()
+        );
+        let status = Command::new("bash")
+            .arg(dir.join("setup.sh"))
+            .status()
+            .context("running setup.sh")?;
+        if !status.success() {
+            bail!("{}/setup.sh failed ({status})", dir.display());
+        }
+    }
+    let port = free_port()?;
+    let scratch = std::env::temp_dir().join(format!("broker-load-socketshark-{port}"));
+    std::fs::create_dir_all(&scratch)?;
+    let pidfile = scratch.join("socketshark.pid");
+    let logfile = scratch.join("socketshark.log");
+    let output = Command::new("bash")
+        .arg(dir.join("run.sh"))
+        .arg(port.to_string())
+        .arg(&pidfile)
+        .arg(&logfile)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running socketshark's run.sh")?;
+    if !output.status.success() {
+        bail!(
+            "socketshark did not start ({}); its log: {}",
+            output.status,
+            logfile.display()
+        );
+    }
+    let pid: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .context("run.sh printed no pid")?;
+    Ok(Server {
+        name: "socketshark",
+        pid,
+        url: format!("ws://127.0.0.1:{port}/ws"),
+        prefix: String::new(),
+        child: None,
+        peer: Some((dir.to_owned(), pidfile)),
+    })
+}
+
+/// Where the socketshark peer lives when `--peer-dir` is not given.
+const PEER_DIR_ENV: &str = "SOCKETSHARK_PEER_DIR";
 
 struct Row {
     metric: String,
     value: String,
     target: String,
     met: Option<bool>,
+}
+
+/// What one rate gave.
+struct RateResult {
+    rate: f64,
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    /// Server CPU (user + system, all threads) per delivery over the measured window, µs.
+    cpu_us: f64,
+}
+
+/// What one server gave under the whole load.
+struct Report {
+    connected: usize,
+    kb_per_connection: f64,
+    rates: Vec<RateResult>,
+    rss_end_kib: u64,
 }
 
 async fn run(options: Options) -> Result<bool> {
@@ -558,15 +716,245 @@ async fn run(options: Options) -> Result<bool> {
             options.clients
         );
     }
-    let broker = start_broker(&options).await?;
+    if options.against.is_some() {
+        return compare(&options).await;
+    }
+    let server = start_broker(&options).await?;
+    let report = exercise(&server, &options, true).await?;
+    let mut rows = vec![
+        Row {
+            metric: "concurrent clients".into(),
+            value: report.connected.to_string(),
+            target: format!(">= {TARGET_CLIENTS}"),
+            met: Some(report.connected >= TARGET_CLIENTS && report.connected == options.clients),
+        },
+        Row {
+            metric: "RSS per idle connection".into(),
+            value: format!("{:.1} KB", report.kb_per_connection),
+            target: format!("<= {TARGET_KB_PER_IDLE} KB"),
+            met: Some(report.kb_per_connection <= TARGET_KB_PER_IDLE),
+        },
+    ];
+    for result in &report.rates {
+        if (result.rate - TARGET_P99_AT).abs() < 1.0 {
+            rows.push(Row {
+                metric: format!("p99 latency at {:.0} deliveries/s", result.rate),
+                value: format!(
+                    "{:.2} ms (p50 {:.2}, max {:.1})",
+                    result.p99, result.p50, result.max
+                ),
+                target: format!("< {TARGET_P99_MS} ms"),
+                met: Some(result.p99 < TARGET_P99_MS && result.throughput > result.rate * 0.95),
+            });
+        }
+        // The CPU target is set for 1,000 clients at 20,000/s (the comparison's load).
+        let cpu_target = options.clients == 1_000 && (result.rate - TARGET_CPU_AT).abs() < 1.0;
+        rows.push(Row {
+            metric: format!("CPU per delivery at {:.0}/s", result.rate),
+            value: format!("{:.1} µs", result.cpu_us),
+            target: if cpu_target {
+                format!("<= {TARGET_CPU_US} µs")
+            } else {
+                "-".into()
+            },
+            met: cpu_target.then_some(result.cpu_us <= TARGET_CPU_US),
+        });
+    }
+    let best_throughput = report
+        .rates
+        .iter()
+        .map(|r| r.throughput)
+        .fold(0.0, f64::max);
+    rows.push(Row {
+        metric: "deliveries/s (best rate)".into(),
+        value: format!("{best_throughput:.0}"),
+        target: format!(">= {TARGET_THROUGHPUT:.0}"),
+        met: Some(best_throughput >= TARGET_THROUGHPUT),
+    });
+    rows.push(Row {
+        metric: "broker RSS at the end".into(),
+        value: format!("{:.1} MB", report.rss_end_kib as f64 / 1024.0),
+        target: "-".into(),
+        met: None,
+    });
+
+    println!();
+    println!("{:<38} {:<34} {:<12} RESULT", "METRIC", "VALUE", "TARGET");
+    let mut all_met = true;
+    for row in &rows {
+        let result = match row.met {
+            Some(true) => "ok",
+            Some(false) => {
+                all_met = false;
+                "MISSED"
+            }
+            None => "",
+        };
+        println!(
+            "{:<38} {:<34} {:<12} {result}",
+            row.metric, row.value, row.target
+        );
+    }
+    Ok(all_met || !options.check)
+}
+
+/// The same load on the broker and on socketshark, `--rounds` times each, alternating which
+/// goes first; prints every run, then medians with their spread and the ratios.
+async fn compare(options: &Options) -> Result<bool> {
+    let dir = options.peer_dir.clone().unwrap_or_else(|| {
+        std::env::var_os(PEER_DIR_ENV).map_or_else(
+            || std::path::PathBuf::from("../shared/peers/socketshark"),
+            std::path::PathBuf::from,
+        )
+    });
+    if !dir.join("run.sh").is_file() {
+        bail!(
+            "no socketshark peer at {} (run.sh missing): pass --peer-dir DIR or set {PEER_DIR_ENV}",
+            dir.display()
+        );
+    }
+    let dir = dir.canonicalize()?;
+    let rate = options.rates.first().copied().unwrap_or(20_000.0);
+    let single = Options {
+        rates: vec![rate],
+        ..options.clone()
+    };
+    let mut results: [Vec<Report>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..options.rounds {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let server = match which {
+                0 => start_broker(&single).await?,
+                _ => start_socketshark(&dir)?,
+            };
+            println!(
+                "\n== round {}/{}: {} (pid {}) ==",
+                round + 1,
+                options.rounds,
+                server.name,
+                server.pid
+            );
+            let report = exercise(&server, &single, false).await?;
+            drop(server);
+            results[which].push(report);
+            // Let the clients notice and the machine settle.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    fn first(report: &Report) -> Option<&RateResult> {
+        report.rates.first()
+    }
+    let metric = |which: usize, pick: &dyn Fn(&Report) -> f64| -> Vec<f64> {
+        results[which].iter().map(pick).collect()
+    };
+    type Pick = Box<dyn Fn(&Report) -> f64>;
+    let rows: Vec<(&str, Pick)> = vec![
+        (
+            "CPU µs per delivery",
+            Box::new(move |r: &Report| first(r).map_or(f64::NAN, |x| x.cpu_us)),
+        ),
+        (
+            "deliveries/s",
+            Box::new(move |r: &Report| first(r).map_or(f64::NAN, |x| x.throughput)),
+        ),
+        (
+            "p99 latency ms",
+            Box::new(move |r: &Report| first(r).map_or(f64::NAN, |x| x.p99)),
+        ),
+        (
+            "RSS KB per idle connection",
+            Box::new(|r: &Report| r.kb_per_connection),
+        ),
+    ];
+    println!(
+        "\n{} clients, {} topics, {rate:.0} deliveries/s offered, {} s measured, {} rounds (median [min-max])",
+        options.clients,
+        options.topics,
+        options.duration.as_secs_f64(),
+        options.rounds
+    );
+    println!(
+        "{:<28} {:<26} {:<26} broker/socketshark",
+        "METRIC", "broker", "socketshark"
+    );
+    let mut cpu_ratio = f64::NAN;
+    for (name, pick) in &rows {
+        let ours = metric(0, pick.as_ref());
+        let theirs = metric(1, pick.as_ref());
+        let (m0, m1) = (median(&ours), median(&theirs));
+        let ratio = m0 / m1;
+        if name.starts_with("CPU") {
+            cpu_ratio = ratio;
+        }
+        // Small ratios (latency against an overloaded peer) keep two significant digits.
+        let ratio_text = if ratio.abs() >= 0.1 || ratio == 0.0 || !ratio.is_finite() {
+            format!("{ratio:.2}")
+        } else {
+            format!("{ratio:.1e}")
+        };
+        println!(
+            "{:<28} {:<26} {:<26} {ratio_text}",
+            name,
+            spread(&ours),
+            spread(&theirs)
+        );
+    }
+    let cpu_us = median(&metric(0, rows[0].1.as_ref()));
+    println!(
+        "\nbroker CPU per delivery {cpu_us:.1} µs (target <= {TARGET_CPU_US} µs): {}; {:.1}x less CPU than socketshark",
+        if cpu_us <= TARGET_CPU_US {
+            "ok"
+        } else {
+            "MISSED"
+        },
+        1.0 / cpu_ratio
+    );
+    Ok(cpu_us <= TARGET_CPU_US || !options.check)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// `median [min-max]`, with a precision that suits the magnitude.
+fn spread(values: &[f64]) -> String {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return "-".into();
+    }
+    let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let m = median(&finite);
+    let digits = if m.abs() >= 1000.0 {
+        0
+    } else if m.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{m:.digits$} [{min:.digits$}-{max:.digits$}]")
+}
+
+/// Connects the clients to `server`, reads its idle footprint, then runs every rate.
+async fn exercise(server: &Server, options: &Options, verbose: bool) -> Result<Report> {
     let ticks = ticks_per_second();
     let fan_out = options.clients / options.topics;
     println!(
-        "broker-load: {} clients, {} topics (about {fan_out} subscribers each), {} B payload, broker pid {}",
-        options.clients, options.topics, options.payload, broker.pid
+        "broker-load: {} clients, {} topics (about {fan_out} subscribers each), {} B payload, {} pid {}",
+        options.clients, options.topics, options.payload, server.name, server.pid
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = rss_kib(broker.pid).unwrap_or(0);
+    let rss_before = rss_kib(server.pid).unwrap_or(0);
 
     let stats = Arc::new(Stats {
         delivered: AtomicU64::new(0),
@@ -577,7 +965,7 @@ async fn run(options: Options) -> Result<bool> {
         window_max: AtomicU64::new(0),
     });
     let gate = Arc::new(Semaphore::new(256));
-    let url: Arc<str> = Arc::from(broker.url.as_str());
+    let url: Arc<str> = Arc::from(server.url.as_str());
     let connect_started = Instant::now();
     for i in 0..options.clients {
         tokio::spawn(client(
@@ -603,32 +991,21 @@ async fn run(options: Options) -> Result<bool> {
         options.clients,
         connect_time.as_secs_f64()
     );
+    if connected == 0 {
+        bail!("no client could subscribe to {}", server.url);
+    }
     // Let allocations settle before reading the idle footprint.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_idle = rss_kib(broker.pid).unwrap_or(0);
+    let rss_idle = rss_kib(server.pid).unwrap_or(0);
     let per_connection = (rss_idle.saturating_sub(rss_before)) as f64 / connected.max(1) as f64;
     println!(
-        "broker RSS: {:.1} MB before, {:.1} MB with {connected} idle clients = {per_connection:.1} KB per connection",
+        "{} RSS: {:.1} MB before, {:.1} MB with {connected} idle clients = {per_connection:.1} KB per connection",
+        server.name,
         rss_before as f64 / 1024.0,
         rss_idle as f64 / 1024.0
     );
 
-    let mut rows = vec![
-        Row {
-            metric: "concurrent clients".into(),
-            value: connected.to_string(),
-            target: format!(">= {TARGET_CLIENTS}"),
-            met: Some(connected >= TARGET_CLIENTS && connected == options.clients),
-        },
-        Row {
-            metric: "RSS per idle connection".into(),
-            value: format!("{per_connection:.1} KB"),
-            target: format!("<= {TARGET_KB_PER_IDLE} KB"),
-            met: Some(per_connection <= TARGET_KB_PER_IDLE),
-        },
-    ];
-
-    let metrics_url = broker
+    let metrics_url = server
         .url
         .replacen("ws://", "http://", 1)
         .trim_end_matches("/ws")
@@ -638,16 +1015,16 @@ async fn run(options: Options) -> Result<bool> {
         .get_multiplexed_async_connection()
         .await
         .context("connecting to Redis")?;
-    // A plain Redis subscriber on one topic, beside the broker.
+    // A plain Redis subscriber on one topic, beside the server.
     let mut probe = redis::Client::open(options.redis.as_str())?
         .get_async_pubsub()
         .await
         .context("connecting the Redis probe")?;
     probe
-        .subscribe(format!("{}bench.t0", broker.prefix))
+        .subscribe(format!("{}bench.t0", server.prefix))
         .await?;
     let probe_stats = stats.clone();
-    tokio::spawn(async move {
+    let probing = tokio::spawn(async move {
         let mut messages = probe.into_on_message();
         while let Some(message) = messages.next().await {
             if let Some(sent) = std::str::from_utf8(message.get_payload_bytes())
@@ -662,14 +1039,13 @@ async fn run(options: Options) -> Result<bool> {
     });
     let padding = "x".repeat(options.payload);
     let subscribers = connected as f64 / options.topics as f64;
-    let mut best_throughput: f64 = 0.0;
-    let mut latency_rows: HashMap<String, (f64, f64, f64)> = HashMap::new();
+    let mut results = Vec::new();
     for &rate in &options.rates {
         let per_second = rate / subscribers.max(1.0);
         let stop = tokio_util::sync::CancellationToken::new();
         let publishing = tokio::spawn(publisher(
             redis.clone(),
-            broker.prefix.clone(),
+            server.prefix.clone(),
             options.topics,
             per_second,
             padding.clone(),
@@ -680,7 +1056,7 @@ async fn run(options: Options) -> Result<bool> {
         stats.latency.reset();
         stats.redis_latency.reset();
         let delivered_before = stats.delivered.load(Ordering::Relaxed);
-        let broker_cpu_before = cpu_ticks(broker.pid).unwrap_or(0);
+        let server_cpu_before = cpu_ticks(server.pid).unwrap_or(0);
         let own_cpu_before = cpu_ticks(std::process::id()).unwrap_or(0);
         let broker_before = broker_latency_buckets(&metrics_url).await;
         let measured = Instant::now();
@@ -702,78 +1078,57 @@ async fn run(options: Options) -> Result<bool> {
         } else {
             tokio::time::sleep(options.duration).await;
         }
-        let broker_after = broker_latency_buckets(&metrics_url).await;
-        let elapsed = measured.elapsed().as_secs_f64();
+        let server_cpu_ticks = cpu_ticks(server.pid).unwrap_or(0) - server_cpu_before;
         let delivered = stats.delivered.load(Ordering::Relaxed) - delivered_before;
-        let broker_cpu =
-            (cpu_ticks(broker.pid).unwrap_or(0) - broker_cpu_before) as f64 / ticks / elapsed;
+        let elapsed = measured.elapsed().as_secs_f64();
+        let broker_after = broker_latency_buckets(&metrics_url).await;
+        let server_cpu = server_cpu_ticks as f64 / ticks / elapsed;
+        let cpu_us = server_cpu_ticks as f64 / ticks / delivered.max(1) as f64 * 1e6;
         let own_cpu =
             (cpu_ticks(std::process::id()).unwrap_or(0) - own_cpu_before) as f64 / ticks / elapsed;
-        let rss_load = rss_kib(broker.pid).unwrap_or(0);
+        let rss_load = rss_kib(server.pid).unwrap_or(0);
         stop.cancel();
         let published = publishing.await.context("publisher task")??;
         let throughput = delivered as f64 / elapsed;
         let (p50, p99, max) = stats.latency.summary();
-        let broker_share = match bucket_quantiles(&broker_before, &broker_after) {
-            Some((p50, p99)) => format!(
-                "broker's share (publish -> written, sampled): p50 <= {p50} ms, p99 <= {p99} ms"
-            ),
-            None => "broker's share: no samples".to_owned(),
-        };
         println!(
-            "offered {rate:>9.0}/s ({per_second:.0} publications/s): delivered {throughput:>9.0}/s, latency p50 {p50:.2} ms p99 {p99:.2} ms max {max:.1} ms, broker RSS {:.1} MB, CPU broker {:.0}% tool {:.0}% ({published} published, {} clients lost)",
+            "offered {rate:>9.0}/s ({per_second:.0} publications/s): delivered {throughput:>9.0}/s, latency p50 {p50:.2} ms p99 {p99:.2} ms max {max:.1} ms, {} RSS {:.1} MB, CPU {} {:.0}% = {cpu_us:.1} µs per delivery, tool {:.0}% ({published} published, {} clients lost)",
+            server.name,
             rss_load as f64 / 1024.0,
-            broker_cpu * 100.0,
+            server.name,
+            server_cpu * 100.0,
             own_cpu * 100.0,
             stats.lost.load(Ordering::Relaxed),
         );
-        let (redis_p50, redis_p99, redis_max) = stats.redis_latency.summary();
-        println!("    {broker_share}");
-        println!(
-            "    Redis alone (publish -> a plain subscriber here): p50 {redis_p50:.2} ms p99 {redis_p99:.2} ms max {redis_max:.1} ms"
-        );
-        best_throughput = best_throughput.max(throughput);
-        latency_rows.insert(format!("{rate:.0}"), (p50, p99, max));
+        if verbose {
+            let broker_share = match bucket_quantiles(&broker_before, &broker_after) {
+                Some((p50, p99)) => format!(
+                    "broker's share (publish -> written, sampled): p50 <= {p50} ms, p99 <= {p99} ms"
+                ),
+                None => "broker's share: no samples".to_owned(),
+            };
+            let (redis_p50, redis_p99, redis_max) = stats.redis_latency.summary();
+            println!("    {broker_share}");
+            println!(
+                "    Redis alone (publish -> a plain subscriber here): p50 {redis_p50:.2} ms p99 {redis_p99:.2} ms max {redis_max:.1} ms"
+            );
+        }
+        results.push(RateResult {
+            rate,
+            throughput,
+            p50,
+            p99,
+            max,
+            cpu_us,
+        });
         // Let queues drain between rates.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if (rate - TARGET_P99_AT).abs() < 1.0 {
-            rows.push(Row {
-                metric: format!("p99 latency at {rate:.0} deliveries/s"),
-                value: format!("{p99:.2} ms (p50 {p50:.2}, max {max:.1})"),
-                target: format!("< {TARGET_P99_MS} ms"),
-                met: Some(p99 < TARGET_P99_MS && throughput > rate * 0.95),
-            });
-        }
     }
-    rows.push(Row {
-        metric: "deliveries/s (best rate)".into(),
-        value: format!("{best_throughput:.0}"),
-        target: format!(">= {TARGET_THROUGHPUT:.0}"),
-        met: Some(best_throughput >= TARGET_THROUGHPUT),
-    });
-    rows.push(Row {
-        metric: "broker RSS at the end".into(),
-        value: format!("{:.1} MB", rss_kib(broker.pid).unwrap_or(0) as f64 / 1024.0),
-        target: "-".into(),
-        met: None,
-    });
-
-    println!();
-    println!("{:<38} {:<34} {:<12} RESULT", "METRIC", "VALUE", "TARGET");
-    let mut all_met = true;
-    for row in &rows {
-        let result = match row.met {
-            Some(true) => "ok",
-            Some(false) => {
-                all_met = false;
-                "MISSED"
-            }
-            None => "",
-        };
-        println!(
-            "{:<38} {:<34} {:<12} {result}",
-            row.metric, row.value, row.target
-        );
-    }
-    Ok(all_met || !options.check)
+    probing.abort();
+    Ok(Report {
+        connected,
+        kb_per_connection: per_connection,
+        rates: results,
+        rss_end_kib: rss_kib(server.pid).unwrap_or(0),
+    })
 }

@@ -48,6 +48,14 @@ impl TestBroker {
     pub async fn metrics(&self) -> String {
         self.app.get("/metrics").await.text().await.unwrap()
     }
+
+    /// Waits until `/readyz` answers 200: Redis listens (to the revocation channel too).
+    pub async fn ready(&self) {
+        testkit::eventually("the broker is ready", WAIT, || async {
+            (self.app.get("/readyz").await.status() == 200).then_some(())
+        })
+        .await;
+    }
 }
 
 /// A broker on 127.0.0.1 with test-sized timings, its own channel prefix and `configure`'s
@@ -60,6 +68,16 @@ pub async fn spawn_broker_on(
     redis: &str,
     prefix: &str,
     configure: impl FnOnce(&mut Config),
+) -> TestBroker {
+    spawn_broker_with(redis, prefix, |settings| configure(&mut settings.app)).await
+}
+
+/// A broker as [`spawn_broker_on`] makes it, then `adjust` on all its settings (kit's `auth`
+/// section to trust a real auth service, for instance).
+pub async fn spawn_broker_with(
+    redis: &str,
+    prefix: &str,
+    adjust: impl FnOnce(&mut kit::Settings<Config>),
 ) -> TestBroker {
     let prefix = prefix.to_owned();
     let channel_prefix = prefix.clone();
@@ -79,7 +97,7 @@ pub async fn spawn_broker_on(
         app.redis.ping_interval = Duration::from_millis(500);
         app.redis.ping_timeout = Duration::from_millis(500);
         app.redis.connect_timeout = Duration::from_secs(1);
-        configure(app);
+        adjust(settings);
     })
     .await;
     TestBroker { app, prefix }
