@@ -37,6 +37,8 @@ pub fn settings() -> AmqpSettings {
         retry_max_delay: Duration::from_millis(400),
         reconnect_max_delay: Duration::from_millis(500),
         outbox_poll: Duration::from_millis(200),
+        // A test's queues go away by themselves once it is over.
+        queue_expires: Some(Duration::from_secs(120)),
         ..AmqpSettings::default()
     }
 }

@@ -34,6 +34,8 @@ pub struct Topology {
     prefix: String,
     service: String,
     retry_delays: Vec<Duration>,
+    /// `amqp.queue_expires`: RabbitMQ deletes a queue unused this long (test prefixes).
+    expires: Option<Duration>,
 }
 
 impl Topology {
@@ -59,7 +61,15 @@ impl Topology {
             prefix: prefix.to_owned(),
             service: service.to_owned(),
             retry_delays,
+            expires: None,
         }
+    }
+
+    /// Queues declared from now on are deleted by RabbitMQ once unused for `after` (no
+    /// consumer, no redeclaration): for throw-away prefixes such as tests'.
+    pub fn expiring(mut self, after: Option<Duration>) -> Self {
+        self.expires = after;
+        self
     }
 
     /// From a service's settings.
@@ -71,6 +81,7 @@ impl Topology {
             settings.retry_delay,
             settings.retry_max_delay,
         )
+        .expiring(settings.queue_expires)
     }
 
     pub fn prefix(&self) -> &str {
@@ -145,9 +156,9 @@ impl Topology {
             ..Default::default()
         };
         channel
-            .queue_declare(self.parking().into(), durable, quorum())
+            .queue_declare(self.parking().into(), durable, self.queue_args())
             .await?;
-        let mut main = quorum();
+        let mut main = self.queue_args();
         dead_letter_to(&mut main, &self.parking());
         main.insert(
             "x-delivery-limit".into(),
@@ -157,7 +168,7 @@ impl Topology {
             .queue_declare(self.queue().into(), durable, main)
             .await?;
         for (name, delay) in self.retry_queues() {
-            let mut args = quorum();
+            let mut args = self.queue_args();
             dead_letter_to(&mut args, &self.queue());
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
@@ -175,6 +186,16 @@ impl Topology {
                 .await?;
         }
         Ok(())
+    }
+
+    /// A quorum queue, expiring when configured.
+    fn queue_args(&self) -> FieldTable {
+        let mut args = quorum();
+        if let Some(after) = self.expires {
+            let millis = i64::try_from(after.as_millis()).unwrap_or(i64::MAX).max(1);
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
+        }
+        args
     }
 
     /// Deletes the service's queues and, with `exchange`, the exchange (tests clean up with

@@ -220,6 +220,11 @@ pub struct AmqpSettings {
     /// Inbox rows (ids of handled events, for de-duplication) are deleted after this.
     #[serde(with = "humantime_serde")]
     pub inbox_retention: Duration,
+    /// RabbitMQ deletes the service's queues once unused (no consumer) this long. Unset (the
+    /// default) in every real deployment; tests set it so their throw-away queues do not pile
+    /// up in a shared RabbitMQ.
+    #[serde(default, with = "humantime_serde")]
+    pub queue_expires: Option<Duration>,
 }
 
 impl Default for AmqpSettings {
@@ -241,6 +246,7 @@ impl Default for AmqpSettings {
             outbox_batch: 500,
             outbox_retention: Duration::from_secs(7 * DAY),
             inbox_retention: Duration::from_secs(30 * DAY),
+            queue_expires: None,
         }
     }
 }
@@ -287,6 +293,9 @@ fn validate_amqp(amqp: &AmqpSettings, prefix: &str) -> Result<(), ConfigError> {
         if value.is_zero() {
             return fail(key, "must be greater than zero".into());
         }
+    }
+    if amqp.queue_expires.is_some_and(|after| after.is_zero()) {
+        return fail("amqp.queue_expires", "must be greater than zero".into());
     }
     if !(1..=10_000).contains(&amqp.outbox_batch) {
         return fail("amqp.outbox_batch", "must be between 1 and 10000".into());

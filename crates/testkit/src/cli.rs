@@ -20,6 +20,7 @@ pub fn command(binary: &str, service: &str) -> Command {
         .env_remove("SENTRY_DSN")
         .env(format!("{prefix}__LOG__FORMAT"), "json")
         .env(format!("{prefix}__AMQP__PREFIX"), "test-cli")
+        .env(format!("{prefix}__AMQP__QUEUE_EXPIRES"), "120s")
         .stdin(Stdio::null());
     command
 }
