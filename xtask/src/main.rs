@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, contract, generator, infra, services, testing, up, util};
+use xtask::{bench, contract, generator, infra, python, services, testing, up, util};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,9 @@ enum Cmd {
     Services,
     /// Make Postgres, Redis, RabbitMQ and the SMTP sink reachable on 127.0.0.1.
     Infra,
+    /// Install the pinned Python tools into virtualenvs under target/: schemathesis (contract)
+    /// and the third-party OAuth client auth's tests use (authlib, PyJWT).
+    Tools,
     /// Build and run every service with merged logs until Ctrl-C.
     Up {
         /// Seed data scenario (populator/<SCENARIO>/).
@@ -77,6 +80,17 @@ enum Cmd {
         /// Exit with 1 if a target is missed.
         #[arg(long)]
         check: bool,
+        /// `auth` only: the same load on another implementation of auth's contract, alternating,
+        /// with the ratios: the URL of a running one, or the directory of the Django peer to
+        /// start (no value: `shared/peers/django-auth` next to the repository or above it).
+        #[arg(long, value_name = "URL|DIR", num_args = 0..=1, default_missing_value = "")]
+        against: Option<String>,
+        /// `auth` only: rounds (each runs every measurement on every server).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// `auth` only: seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
 }
 
@@ -104,6 +118,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Infra => {
             infra::ensure(&root, infra::Smtp::Background)?;
+            Ok(0)
+        }
+        Cmd::Tools => {
+            python::ensure_all(&root)?;
             Ok(0)
         }
         Cmd::Up {
@@ -142,7 +160,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             target,
             runs,
             check,
-        } => bench::bench(&root, &target, runs, check),
+            against,
+            rounds,
+            seconds,
+        } => {
+            if target == "auth" {
+                bench::auth(
+                    &root,
+                    &bench::AuthBench {
+                        against,
+                        rounds,
+                        seconds,
+                    },
+                )
+            } else if against.is_some() {
+                anyhow::bail!("--against applies to `bench auth` only")
+            } else {
+                bench::bench(&root, &target, runs, check)
+            }
+        }
     }
 }
 

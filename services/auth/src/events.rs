@@ -9,14 +9,16 @@
 //! | `auth.user.restored` | an admin restored the user |
 //! | `auth.email.verification_requested` | signup, and `POST /email/resend` for an unverified account |
 //! | `auth.password.reset_requested` | `POST /password/forgot` for an existing account |
+//! | `auth.email.change_requested` | `POST /me/email`: the link goes to the new address |
+//! | `auth.email.changed` | the change confirmed: the notice goes to the old address |
 //!
-//! The last two carry the link's token (a secret, single-use, expiring) and the full link, so
-//! the mail service needs nothing else. The service consumes nothing.
+//! The `*_requested` events carry the link's token (a secret, single-use, expiring) and the
+//! full link, so the mail service needs nothing else. The service consumes nothing.
 
 use chrono::{DateTime, Utc};
 use contracts::auth::{
-    EmailVerificationRequested, PasswordResetRequested, UserDeleted, UserRegistered, UserRestored,
-    UserUpdated,
+    EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordResetRequested,
+    UserDeleted, UserRegistered, UserRestored, UserUpdated,
 };
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -69,7 +71,15 @@ pub async fn request_verification(
     ttl: std::time::Duration,
     url_template: &str,
 ) -> anyhow::Result<()> {
-    let link = issue_link(tx, user, Purpose::VerifyEmail, ttl, url_template).await?;
+    let link = issue_link(
+        tx,
+        user,
+        &user.email,
+        Purpose::VerifyEmail,
+        ttl,
+        url_template,
+    )
+    .await?;
     let event = EmailVerificationRequested {
         user: user.uuid,
         email: user.email.clone(),
@@ -89,7 +99,15 @@ pub async fn request_password_reset(
     ttl: std::time::Duration,
     url_template: &str,
 ) -> anyhow::Result<()> {
-    let link = issue_link(tx, user, Purpose::ResetPassword, ttl, url_template).await?;
+    let link = issue_link(
+        tx,
+        user,
+        &user.email,
+        Purpose::ResetPassword,
+        ttl,
+        url_template,
+    )
+    .await?;
     let event = PasswordResetRequested {
         user: user.uuid,
         email: user.email.clone(),
@@ -102,6 +120,41 @@ pub async fn request_password_reset(
     Ok(())
 }
 
+/// Creates an email-change token for `user` to `new_email` (valid for `ttl`), voiding earlier
+/// ones, and publishes the request for the mail to the new address.
+pub async fn request_email_change(
+    tx: &mut Tx<'_>,
+    user: &UserRow,
+    new_email: &str,
+    ttl: std::time::Duration,
+    url_template: &str,
+) -> anyhow::Result<()> {
+    one_time::void_all(&mut **tx, user.id, Purpose::ChangeEmail).await?;
+    let link = issue_link(tx, user, new_email, Purpose::ChangeEmail, ttl, url_template).await?;
+    let event = EmailChangeRequested {
+        user: user.uuid,
+        email: new_email.to_owned(),
+        old_email: user.email.clone(),
+        name: user.name.clone(),
+        url: link.url,
+        token: link.token,
+        expires_at: link.expires_at,
+    };
+    bus::enqueue_as(tx, &event, user.uuid).await?;
+    Ok(())
+}
+
+/// `user` (as it is now) changed address from `old_email`: the notice to the old address.
+pub async fn email_changed(tx: &mut Tx<'_>, user: &UserRow, old_email: &str) -> sqlx::Result<()> {
+    let event = EmailChanged {
+        user: user.uuid,
+        email: old_email.to_owned(),
+        new_email: user.email.clone(),
+        name: user.name.clone(),
+    };
+    bus::enqueue_as(tx, &event, user.uuid).await.map(|_| ())
+}
+
 /// A single-use link for a mail: its token (stored only as a digest) and the full URL.
 struct Link {
     token: String,
@@ -109,11 +162,12 @@ struct Link {
     expires_at: DateTime<Utc>,
 }
 
-/// Stores a new one-time token for `purpose` (valid for `ttl`), sent to the user's current
-/// address, and builds its link from `url_template`.
+/// Stores a new one-time token for `purpose` (valid for `ttl`), sent to `address`, and builds its
+/// link from `url_template`.
 async fn issue_link(
     tx: &mut Tx<'_>,
     user: &UserRow,
+    address: &str,
     purpose: Purpose,
     ttl: std::time::Duration,
     url_template: &str,
@@ -125,7 +179,7 @@ async fn issue_link(
         purpose,
         &token.digest(),
         user.id,
-        &user.email,
+        address,
         expires_at,
     )
     .await?;

@@ -103,9 +103,6 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(signed_in) = parts.extensions.get::<SignedIn>() {
-            return Ok(signed_in.clone());
-        }
         let state = AppState::from_ref(state);
         let claims = state
             .identity
@@ -130,9 +127,7 @@ where
                 "This account is disabled.",
             ));
         }
-        let signed_in = SignedIn { user, claims };
-        parts.extensions.insert(signed_in.clone());
-        Ok(signed_in)
+        Ok(SignedIn { user, claims })
     }
 }
 

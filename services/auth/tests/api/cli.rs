@@ -102,7 +102,9 @@ async fn keys_rotate_and_clients_create_from_the_command_line() {
     let (output, _, stderr) = run(binary().arg("migrate").env("AUTH__DATABASE__URL", db.url()));
     assert!(output.status.success(), "{stderr}");
     let pool = db.pool().await;
-    auth::keys::ensure_active(&pool).await.unwrap();
+    auth::keys::ensure_active(&pool, &development_keks())
+        .await
+        .unwrap();
 
     let (output, stdout, stderr) = run(binary()
         .args(["keys", "rotate"])

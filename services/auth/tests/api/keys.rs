@@ -27,6 +27,7 @@ async fn rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
         &auth.db,
         std::time::Duration::from_secs(4),
         auth::keep_retired_keys(&auth.settings),
+        &development_keks(),
     )
     .await
     .unwrap();

@@ -1,0 +1,15 @@
+-- Private signing keys are stored sealed with the key-encryption key (app.key_encryption_key,
+-- AES-256-GCM, see src/kek.rs): `sealed_private_key` holds nonce || ciphertext || tag and
+-- `kek_id` the fingerprint of the key-encryption key that sealed it. The plaintext column stays
+-- for one release (an instance of the previous release reads it) but is emptied as soon as a
+-- key is sealed: a database dump alone holds no usable private key.
+ALTER TABLE signing_keys
+    ALTER COLUMN private_key DROP NOT NULL,
+    ADD COLUMN sealed_private_key bytea,
+    ADD COLUMN kek_id text;
+
+-- Email change: a single-use link sent to the new address (its `email` column is the new address).
+ALTER TABLE one_time_tokens DROP CONSTRAINT one_time_tokens_purpose_check;
+ALTER TABLE one_time_tokens ADD CONSTRAINT one_time_tokens_purpose_check
+    CHECK (purpose IN ('verify_email', 'reset_password', 'change_email')) NOT VALID;
+ALTER TABLE one_time_tokens VALIDATE CONSTRAINT one_time_tokens_purpose_check;
