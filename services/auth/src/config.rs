@@ -57,6 +57,12 @@ pub struct Config {
     /// Nice value of the hashing workers (0-19): under CPU contention, request handling is
     /// scheduled before hashing, so a login storm does not slow other requests down.
     pub hashing_nice: i32,
+    /// How long a signed-in account read from the database may serve later requests. Every
+    /// change to an account drops its copy at once (on every instance, by a notification sent
+    /// when the change commits); this bounds what a lost notification could leave behind.
+    /// 0 = read the account on every request.
+    #[serde(with = "humantime_serde")]
+    pub account_cache_ttl: Duration,
     /// Put in front of auth's own Redis keys (rate limits, tickets).
     pub redis_prefix: String,
     pub rate_limits: RateLimits,
@@ -102,6 +108,7 @@ impl Default for Config {
             argon2: Argon2Settings::default(),
             hashing_concurrency: 0,
             hashing_nice: 10,
+            account_cache_ttl: Duration::from_secs(1),
             redis_prefix: "auth:".into(),
             rate_limits: RateLimits::default(),
             public_url: None,
@@ -250,5 +257,37 @@ impl Config {
     /// be kept.
     pub fn longest_token_ttl(&self) -> Duration {
         self.access_token_ttl.max(self.service_token_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_encryption_keys_are_checked_and_never_shown() {
+        let current = crate::kek::Kek::generate().unwrap();
+        let previous = crate::kek::Kek::generate().unwrap();
+        let config = Config {
+            key_encryption_key: Some(Secret::new(current.clone())),
+            previous_key_encryption_key: Some(Secret::new(previous.clone())),
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains(&current) && !shown.contains(&previous),
+            "{shown}"
+        );
+        let short = Config {
+            key_encryption_key: Some(Secret::new("c2hvcnQ=")),
+            ..Config::default()
+        };
+        assert!(
+            short
+                .validate()
+                .unwrap_err()
+                .starts_with("app.key_encryption_key:")
+        );
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! See `docs/auth.md` for the API, the token format and operations.
 
+pub mod accounts;
 pub mod commands;
 pub mod config;
 pub mod domain;
@@ -77,14 +78,23 @@ impl kit::Service for Auth {
             .context("the signing keys cannot be loaded")?;
         let state = AppState::new(resources, ring.clone())?;
         let revocations = state.identity.revocation_check();
-        let mut started = Started::new(state).task(
-            "signing key reload",
-            ring.keep_fresh(
-                resources.db.clone(),
-                settings.app.key_reload,
-                resources.shutdown.clone(),
-            ),
-        );
+        let account_changes = accounts::listen(
+            &resources.db,
+            state.accounts.clone(),
+            resources.shutdown.clone(),
+        )
+        .await
+        .context("cannot listen for account changes")?;
+        let mut started = Started::new(state)
+            .task("account change listener", account_changes)
+            .task(
+                "signing key reload",
+                ring.keep_fresh(
+                    resources.db.clone(),
+                    settings.app.key_reload,
+                    resources.shutdown.clone(),
+                ),
+            );
         if let Some(check) = revocations {
             started = started.degraded_without(check);
         }

@@ -638,8 +638,9 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     let mut idle = Vec::new();
     for target in &options.targets {
-        tokens.push(prepare(target, &options).await?);
+        // Before the first request: what the server holds with no work done.
         let rss = target.pid.and_then(tree_rss_mb);
+        tokens.push(prepare(target, &options).await?);
         println!(
             "# {}: {} ready{}",
             target.name,

@@ -67,6 +67,7 @@ async fn verify_email(
     )
     .await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     tracing::info!(user = %user.uuid, "email verified");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -183,6 +184,7 @@ async fn confirm_email_change(
     events::updated(&mut tx, &row, user.uuid).await?;
     events::email_changed(&mut tx, &row, &old_email).await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     tracing::info!(user = %user.uuid, "email address changed");
     Ok(StatusCode::NO_CONTENT)
 }

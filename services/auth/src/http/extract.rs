@@ -2,10 +2,10 @@
 //!
 //! Other services use `identity::CurrentUser`, which keeps a local copy of the user from the
 //! token's claims. Auth *is* the source of those claims: here the signed-in user is read from
-//! auth's own table on every request (never written from a token), so a role removed a
-//! second ago is already gone, and a deleted or disabled account is refused even while its
-//! last token is still unexpired. Tokens are verified (and revocation checked) by the same
-//! `identity::Identity` every service uses.
+//! auth's own table on every request (never written from a token; [`crate::accounts`]), so a
+//! role removed a second ago is already gone, and a deleted or disabled account is refused
+//! even while its last token is still unexpired. Tokens are verified (and revocation checked)
+//! by the same `identity::Identity` every service uses.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::sessions::Origin;
-use crate::store::users::{self, UserRow};
+use crate::store::users::UserRow;
 
 /// The caller's address and user agent (for rate limits, sessions and the audit log).
 #[derive(Debug, Clone, Default)]
@@ -114,7 +114,9 @@ where
             ));
         }
         kit::telemetry::record_user(claims.sub);
-        let user = users::find(&state.db, claims.sub)
+        let user = state
+            .accounts
+            .find(claims.sub)
             .await?
             .ok_or_else(|| ApiError::unauthorized("This account does not exist."))?;
         if user.is_deleted() {

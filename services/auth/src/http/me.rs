@@ -78,6 +78,7 @@ async fn update_me(
     .await?;
     events::updated(&mut tx, &row, user.uuid).await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     Ok(Json(row.into()))
 }
 
@@ -155,6 +156,7 @@ async fn change_password(
     )
     .await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     tracing::info!(user = %user.uuid, sessions_ended = ended, "password changed");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -71,21 +71,50 @@ async fn authorization_server_metadata(
 /// `app.public_url`, else `http://<Host>` when the header is a plain host[:port], else the
 /// loopback address on the configured port.
 fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.settings.app.public_url {
+    base_url_from(
+        state.settings.app.public_url.as_deref(),
+        headers.get(header::HOST),
+        state.settings.http.port,
+    )
+}
+
+fn base_url_from(public_url: Option<&str>, host: Option<&HeaderValue>, port: u16) -> String {
+    if let Some(url) = public_url {
         return url.trim_end_matches('/').to_owned();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .filter(|host| {
-            !host.is_empty()
-                && host.len() <= 255
-                && host.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                })
-        });
+    let host = host.and_then(|value| value.to_str().ok()).filter(|host| {
+        !host.is_empty()
+            && host.len() <= 255
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    });
     match host {
         Some(host) => format!("http://{host}"),
-        None => format!("http://127.0.0.1:{}", state.settings.http.port),
+        None => format!("http://127.0.0.1:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_start_with_the_public_url_else_the_host_asked_for() {
+        let host = HeaderValue::from_static("auth.internal:8001");
+        assert_eq!(
+            base_url_from(Some("https://auth.example.com/"), Some(&host), 8001),
+            "https://auth.example.com"
+        );
+        assert_eq!(
+            base_url_from(None, Some(&host), 8001),
+            "http://auth.internal:8001"
+        );
+        let odd = HeaderValue::from_static("evil.test/path?x");
+        assert_eq!(
+            base_url_from(None, Some(&odd), 8001),
+            "http://127.0.0.1:8001"
+        );
+        assert_eq!(base_url_from(None, None, 9000), "http://127.0.0.1:9000");
     }
 }

@@ -26,6 +26,7 @@ use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::keys::KeyRing;
 use crate::passwords::{Hasher, Pool};
@@ -52,6 +53,8 @@ impl Deref for AppState {
 /// The parts of [`AppState`].
 pub struct Shared {
     pub db: PgPool,
+    /// The signed-in account, as it is now, for every authenticated request.
+    pub accounts: Arc<Accounts>,
     pub settings: Arc<Settings<Config>>,
     /// Verifies the tokens this service signed, with revocation checked in Redis, exactly as
     /// every other service does.
@@ -66,6 +69,9 @@ pub struct Shared {
     /// shutdown.
     pub tasks: TaskTracker,
 }
+
+/// Connections kept for reading the signed-in account (at most half the pool's).
+const ACCOUNT_READ_CONNECTIONS: u32 = 4;
 
 impl FromRef<AppState> for Identity {
     fn from_ref(state: &AppState) -> Self {
@@ -94,6 +100,11 @@ impl AppState {
         let identity = Identity::with_parts(verifier, Some(revocations), resources.db.clone());
         Ok(AppState(Arc::new(Shared {
             db: resources.db.clone(),
+            accounts: Arc::new(Accounts::new(
+                resources.db.clone(),
+                (settings.database.max_connections / 2).min(ACCOUNT_READ_CONNECTIONS) as usize,
+                app.account_cache_ttl,
+            )),
             identity,
             sessions: Sessions::new(settings.clone(), keys.clone(), redis.clone()),
             keys,

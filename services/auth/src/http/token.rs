@@ -370,6 +370,7 @@ async fn password_grant(state: &AppState, client: &Client, input: TokenRequest) 
     )
     .await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     tracing::info!(user = %user.uuid, "signed in");
     Ok(issued)
 }

@@ -13,3 +13,20 @@ ALTER TABLE one_time_tokens DROP CONSTRAINT one_time_tokens_purpose_check;
 ALTER TABLE one_time_tokens ADD CONSTRAINT one_time_tokens_purpose_check
     CHECK (purpose IN ('verify_email', 'reset_password', 'change_email')) NOT VALID;
 ALTER TABLE one_time_tokens VALIDATE CONSTRAINT one_time_tokens_purpose_check;
+
+-- Every change to an account is announced on the channel `auth_users_changed` (payload: the
+-- user's UUID) when its transaction commits, whoever makes it: every instance drops its cached
+-- copy of the account at once (see src/accounts.rs).
+CREATE FUNCTION auth_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('auth_users_changed', OLD.uuid::text);
+    ELSE
+        PERFORM pg_notify('auth_users_changed', NEW.uuid::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION auth_users_changed();
