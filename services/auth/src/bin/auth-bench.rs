@@ -17,7 +17,11 @@
 //! 2. a login storm: password logins (`POST /token`) over `--logins` connections for
 //!    `--seconds`, then the server's resident memory (the process and its children: a
 //!    gunicorn master and its workers);
-//! 3. both at once: `GET /me`'s latency while the login storm runs.
+//! 3. `GET /me` at a fixed rate — a quarter of what the target answered in 1 — over the same
+//!    connections, alone and then during a login storm: the latency a storm adds to other
+//!    requests. A fixed rate (wrk2's model: latency counted from when each request was due, so
+//!    a stall is not hidden by the requests it delayed) measures stalls; at saturation
+//!    (closed loop) any CPU the hashing takes would show as queueing instead.
 //!
 //! The load generator is wrk's model in this process: closed loop (each connection sends its
 //! next request when the previous answer is complete), latency from the request's first byte
@@ -304,6 +308,121 @@ struct Load {
     /// A good answer's body contains this.
     must_contain: Option<&'static [u8]>,
     timeout: Duration,
+}
+
+/// Sends `load` at `rate` requests/s in all over `connections` connections for `seconds`, each
+/// connection on its own schedule; latency counts from when a request was due.
+async fn run_paced(
+    address: SocketAddr,
+    load: Arc<Load>,
+    connections: usize,
+    rate: f64,
+    seconds: Duration,
+) -> Measured {
+    let interval = Duration::from_secs_f64(connections as f64 / rate.max(1.0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let end = start + seconds;
+    let tasks: Vec<_> = (0..connections)
+        .map(|index| {
+            let load = load.clone();
+            // Spread the connections' schedules over one interval.
+            let first = start + interval.mul_f64(index as f64 / connections as f64);
+            tokio::spawn(
+                async move { paced_connection(address, &load, first, interval, end).await },
+            )
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(connections);
+    for task in tasks {
+        if let Ok(part) = task.await {
+            parts.push(part);
+        }
+    }
+    Measured::merge(parts, seconds.as_secs_f64())
+}
+
+/// One paced connection: a request every `interval` from `first` until `end`.
+async fn paced_connection(
+    address: SocketAddr,
+    load: &Load,
+    first: tokio::time::Instant,
+    interval: Duration,
+    end: tokio::time::Instant,
+) -> (Vec<u32>, Errors) {
+    let mut latencies = Vec::new();
+    let mut errors = Errors::default();
+    let mut stream: Option<TcpStream> = None;
+    let mut buffer = Vec::with_capacity(16 * 1024);
+    let mut due = first;
+    while due < end {
+        tokio::time::sleep_until(due).await;
+        let outcome = exchange(address, load, &mut stream, &mut buffer).await;
+        let elapsed = due.elapsed();
+        match outcome {
+            Ok(()) => latencies.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)),
+            Err(kind) => kind.count(&mut errors),
+        }
+        due += interval;
+    }
+    (latencies, errors)
+}
+
+/// Why an exchange failed.
+enum Failed {
+    Connect,
+    Write,
+    Read,
+    Timeout,
+    Status,
+}
+
+impl Failed {
+    fn count(self, errors: &mut Errors) {
+        match self {
+            Failed::Connect => errors.connect += 1,
+            Failed::Write => errors.write += 1,
+            Failed::Read => errors.read += 1,
+            Failed::Timeout => errors.timeout += 1,
+            Failed::Status => errors.status += 1,
+        }
+    }
+}
+
+/// One request and its answer on `stream` (connected first if needed; kept when the server
+/// keeps the connection open).
+async fn exchange(
+    address: SocketAddr,
+    load: &Load,
+    stream: &mut Option<TcpStream>,
+    buffer: &mut Vec<u8>,
+) -> Result<(), Failed> {
+    let mut connection = match stream.take() {
+        Some(connection) => connection,
+        None => {
+            let connection = TcpStream::connect(address)
+                .await
+                .map_err(|_| Failed::Connect)?;
+            let _ = connection.set_nodelay(true);
+            connection
+        }
+    };
+    connection
+        .write_all(&load.request)
+        .await
+        .map_err(|_| Failed::Write)?;
+    buffer.clear();
+    let answer = tokio::time::timeout(load.timeout, read_answer(&mut connection, buffer))
+        .await
+        .map_err(|_| Failed::Timeout)?
+        .map_err(|_| Failed::Read)?;
+    if answer.keep_alive {
+        *stream = Some(connection);
+    }
+    let good = answer.status == 200
+        && load
+            .must_contain
+            .is_none_or(|needle| contains(&buffer[answer.body], needle));
+    if good { Ok(()) } else { Err(Failed::Status) }
 }
 
 /// Runs `connections` closed loops of `load` against `address`: `warmup` not counted, then
@@ -618,8 +737,10 @@ fn tree_rss_mb(pid: u32) -> Option<f64> {
 struct RoundResult {
     me: Measured,
     logins: Measured,
-    me_during_storm: Measured,
-    logins_during_me: Measured,
+    /// `GET /me` at a fixed rate, alone and during a login storm.
+    me_paced: Measured,
+    me_paced_during_storm: Measured,
+    logins_during_paced: Measured,
     rss_after_storm_mb: Option<f64>,
 }
 
@@ -709,14 +830,17 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     .map(|mb| format!("   RSS after the storm {mb:.1} MB"))
                     .unwrap_or_default()
             );
-            let (me_during, logins_during) = tokio::join!(
-                run_load(
-                    target.address,
-                    me,
-                    options.connections,
-                    Duration::ZERO,
-                    seconds
-                ),
+            let rate = (result.me.per_second() / 4.0).max(1.0);
+            result.me_paced = run_paced(
+                target.address,
+                me.clone(),
+                options.connections,
+                rate,
+                seconds,
+            )
+            .await;
+            let (paced, logins_during) = tokio::join!(
+                run_paced(target.address, me, options.connections, rate, seconds),
                 run_load(
                     target.address,
                     login,
@@ -725,16 +849,24 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     seconds
                 ),
             );
-            result.me_during_storm = me_during;
-            result.logins_during_me = logins_during;
+            result.me_paced_during_storm = paced;
+            result.logins_during_paced = logins_during;
+            for (label, measured) in [
+                ("alone", &result.me_paced),
+                ("in a storm", &result.me_paced_during_storm),
+            ] {
+                println!(
+                    "round {round}  {:<8} GET /me at {rate:.0}/s, {label:<10}  p50 {:>8.2} ms   p99 {:>8.2} ms   errors {}",
+                    target.name,
+                    measured.percentile_ms(0.5),
+                    measured.p99_ms(),
+                    measured.errors.describe()
+                );
+            }
             println!(
-                "round {round}  {:<8} GET /me during storm  {:>9.1} req/s   p50 {:>8.2} ms   p99 {:>8.2} ms   errors {}   (logins meanwhile {:.1}/s)",
+                "round {round}  {:<8} logins during the paced GET /me {:.1}/s",
                 target.name,
-                result.me_during_storm.per_second(),
-                result.me_during_storm.percentile_ms(0.5),
-                result.me_during_storm.p99_ms(),
-                result.me_during_storm.errors.describe(),
-                result.logins_during_me.per_second()
+                result.logins_during_paced.per_second()
             );
         }
         results.push(this_round);
@@ -766,11 +898,11 @@ fn round_table(
     let _ = writeln!(out, "\nround {round}:");
     let _ = writeln!(
         out,
-        "  {:<10} {:>12} {:>12} {:>14} {:>10} {:>12} {:>12} {:>12}",
+        "  {:<10} {:>12} {:>12} {:>26} {:>10} {:>12} {:>12} {:>12}",
         "target",
         "/me req/s",
         "/me p99 ms",
-        "p99 in storm",
+        "paced p99: alone → storm",
         "logins/s",
         "idle RSS",
         "RSS storm",
@@ -783,11 +915,15 @@ fn round_table(
             .map(|(idle, extra)| idle + extra);
         let _ = writeln!(
             out,
-            "  {:<10} {:>12.1} {:>12.2} {:>14.2} {:>10.1} {:>12} {:>12} {:>12}",
+            "  {:<10} {:>12.1} {:>12.2} {:>26} {:>10.1} {:>12} {:>12} {:>12}",
             target.name,
             r.me.per_second(),
             r.me.p99_ms(),
-            r.me_during_storm.p99_ms(),
+            format!(
+                "{:.2} → {:.2} ms",
+                r.me_paced.p99_ms(),
+                r.me_paced_during_storm.p99_ms()
+            ),
             r.logins.per_second(),
             fmt_mb(idle[index]),
             fmt_mb(r.rss_after_storm_mb),
@@ -803,7 +939,7 @@ fn round_table(
         let ratios = Ratios::of(&results[index], &results[base]);
         let _ = writeln!(
             out,
-            "  {} vs {baseline}: /me req/s ×{:.1}, /me p99 1/{:.1}, logins/s ×{:.1}; {}'s /me p99 in a login storm ×{:.2} of without",
+            "  {} vs {baseline}: /me req/s ×{:.1}, /me p99 1/{:.1}, logins/s ×{:.1}; {}'s paced /me p99 in a login storm ×{:.2} of without",
             target.name,
             ratios.throughput,
             ratios.p99,
@@ -832,7 +968,7 @@ impl Ratios {
             throughput: target.me.per_second() / baseline.me.per_second(),
             p99: baseline.me.p99_ms() / target.me.p99_ms(),
             logins: target.logins.per_second() / baseline.logins.per_second(),
-            storm_p99_growth: target.me_during_storm.p99_ms() / target.me.p99_ms(),
+            storm_p99_growth: target.me_paced_during_storm.p99_ms() / target.me_paced.p99_ms(),
         }
     }
 }
@@ -867,14 +1003,21 @@ fn summary(options: &Options, results: &[Vec<RoundResult>], idle: &[Option<f64>]
         };
         let me = series(&|r| r.me.per_second());
         let p99 = series(&|r| r.me.p99_ms());
-        let storm_p99 = series(&|r| r.me_during_storm.p99_ms());
+        let paced_p99 = series(&|r| r.me_paced.p99_ms());
+        let storm_p99 = series(&|r| r.me_paced_during_storm.p99_ms());
         let logins = series(&|r| r.logins.per_second());
         let rss = series(&|r| r.rss_after_storm_mb.unwrap_or(f64::NAN));
         let _ = writeln!(out, "# {}: GET /me req/s {}", target.name, spread(&me));
         let _ = writeln!(out, "# {}: GET /me p99 ms {}", target.name, spread(&p99));
         let _ = writeln!(
             out,
-            "# {}: GET /me p99 ms during a login storm {}",
+            "# {}: GET /me p99 ms at a quarter of its req/s, alone {}",
+            target.name,
+            spread(&paced_p99)
+        );
+        let _ = writeln!(
+            out,
+            "# {}: GET /me p99 ms at a quarter of its req/s, in a login storm {}",
             target.name,
             spread(&storm_p99)
         );
@@ -936,7 +1079,7 @@ fn summary(options: &Options, results: &[Vec<RoundResult>], idle: &[Option<f64>]
             for (round, r) in ratios.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "#   round {}: /me req/s ×{:.2}, /me p99 1/{:.2}, logins/s ×{:.2}, {name}'s /me p99 during a storm ×{:.2} of without",
+                    "#   round {}: /me req/s ×{:.2}, /me p99 1/{:.2}, logins/s ×{:.2}, {name}'s paced /me p99 during a storm ×{:.2} of without",
                     round + 1,
                     r.throughput,
                     r.p99,
@@ -956,7 +1099,7 @@ fn summary(options: &Options, results: &[Vec<RoundResult>], idle: &[Option<f64>]
             );
             let _ = writeln!(
                 out,
-                "# {name}: /me p99 during a storm ÷ without: {}",
+                "# {name}: paced /me p99 during a storm ÷ without: {}",
                 spread(&pick(|r| r.storm_p99_growth))
             );
             let min = |v: Vec<f64>| v.into_iter().fold(f64::INFINITY, f64::min);
