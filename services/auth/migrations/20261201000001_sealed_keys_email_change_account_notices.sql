@@ -16,7 +16,9 @@ ALTER TABLE one_time_tokens VALIDATE CONSTRAINT one_time_tokens_purpose_check;
 
 -- Every change to an account is announced on the channel `auth_users_changed` (payload: the
 -- user's UUID) when its transaction commits, whoever makes it: every instance drops its cached
--- copy of the account at once (see src/accounts.rs).
+-- copy of the account at once (see src/accounts.rs). Every column counts but the sign-in time
+-- (`last_login_at`, written by every login: a login storm must not empty the cache); a column
+-- added later must be added to the list.
 CREATE FUNCTION auth_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
@@ -28,5 +30,9 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
+CREATE TRIGGER users_changed
+    AFTER INSERT OR DELETE
+       OR UPDATE OF uuid, email, name, roles, is_active, created_at, updated_at, deleted_at,
+                    password_hash, email_verified_at
+    ON users
     FOR EACH ROW EXECUTE FUNCTION auth_users_changed();

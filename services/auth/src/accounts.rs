@@ -6,7 +6,9 @@
 //!
 //! - every change to a row of `users` — by any instance, command or hand-written SQL — sends
 //!   the user's UUID on the channel [`CHANNEL`] (a trigger, so no write can forget it); Postgres
-//!   delivers it when the change commits, and every instance drops its copy at once;
+//!   delivers it when the change commits, and every instance drops its copy at once. The one
+//!   column left out is the sign-in time (`last_login_at`): a login storm must not empty the
+//!   cache, and that time shows at most `app.account_cache_ttl` late;
 //! - a change made through this instance drops the copy before the answer is sent
 //!   ([`Accounts::forget`]), so the next request, wherever its client sends it next, reads the
 //!   new row;
@@ -17,7 +19,9 @@
 //!   account end its sessions, which every request checks in Redis.
 //!
 //! A copy read while a change commits is never kept (an epoch changes with every drop, and a
-//! read only fills the cache if none happened since it started).
+//! read only fills the cache if none happened since it started). The requests that miss one
+//! account together wait for one read instead of each reading, and a copy past half its life is
+//! read again by one request while the others keep using it.
 //!
 //! Misses read on a few connections kept for it alone rather than one borrowed from the pool per
 //! read: sqlx checks a pooled connection with a round trip when lending it and again, on a task
@@ -49,6 +53,8 @@ const CAPACITY: usize = 10_000;
 pub struct Accounts {
     reader: Reader,
     copies: RwLock<HashMap<Uuid, Copy>>,
+    /// One gate per account being read: the misses of one account take turns.
+    reading: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     /// Changes with every drop (see the module documentation).
     epoch: AtomicU64,
     ttl: Duration,
@@ -66,6 +72,7 @@ impl Accounts {
         Accounts {
             reader: Reader::new(pool, connections),
             copies: RwLock::new(HashMap::new()),
+            reading: std::sync::Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             ttl,
         }
@@ -76,14 +83,23 @@ impl Accounts {
         if self.ttl.is_zero() {
             return self.reader.find(uuid).await;
         }
-        {
-            let copies = self.copies.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(copy) = copies.get(&uuid)
-                && copy.read_at.elapsed() < self.ttl
-            {
-                return Ok(Some(copy.row.clone()));
+        let _turn = match self.copy_of(uuid) {
+            Some((row, age)) if age < self.ttl / 2 => return Ok(Some(row)),
+            // Half its life gone: one request reads it again ahead of time while the others
+            // keep using it, so a busy account never makes everyone wait on one read.
+            Some((row, _)) => match Turn::try_take(self, uuid) {
+                Some(turn) => turn,
+                None => return Ok(Some(row)),
+            },
+            None => {
+                let turn = Turn::take(self, uuid).await;
+                // Read by the request that had the turn before this one.
+                if let Some((row, _)) = self.copy_of(uuid) {
+                    return Ok(Some(row));
+                }
+                turn
             }
-        }
+        };
         let epoch = self.epoch.load(Ordering::Acquire);
         let read_at = Instant::now();
         let row = self.reader.find(uuid).await?;
@@ -110,6 +126,14 @@ impl Accounts {
         Ok(row)
     }
 
+    /// A copy of `uuid` young enough to serve, and its age.
+    fn copy_of(&self, uuid: Uuid) -> Option<(UserRow, Duration)> {
+        let copies = self.copies.read().unwrap_or_else(|p| p.into_inner());
+        let copy = copies.get(&uuid)?;
+        let age = copy.read_at.elapsed();
+        (age < self.ttl).then(|| (copy.row.clone(), age))
+    }
+
     /// Drops the copy of `uuid` (its row changed). Call after the change commits.
     pub fn forget(&self, uuid: Uuid) {
         let mut copies = self.copies();
@@ -126,6 +150,63 @@ impl Accounts {
 
     fn copies(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, Copy>> {
         self.copies.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A request's turn to read one account; the gate is forgotten when nobody waits on it (also
+/// when the request is abandoned).
+struct Turn<'a> {
+    accounts: &'a Accounts,
+    uuid: Uuid,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<'a> Turn<'a> {
+    fn gate(accounts: &'a Accounts, uuid: Uuid) -> Turn<'a> {
+        let gate = accounts
+            .reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(uuid)
+            .or_default()
+            .clone();
+        Turn {
+            accounts,
+            uuid,
+            gate,
+            held: None,
+        }
+    }
+
+    /// Waits for the turn.
+    async fn take(accounts: &'a Accounts, uuid: Uuid) -> Turn<'a> {
+        let mut turn = Turn::gate(accounts, uuid);
+        turn.held = Some(turn.gate.clone().lock_owned().await);
+        turn
+    }
+
+    /// The turn if nobody has it.
+    fn try_take(accounts: &'a Accounts, uuid: Uuid) -> Option<Turn<'a>> {
+        let mut turn = Turn::gate(accounts, uuid);
+        turn.held = Some(turn.gate.clone().try_lock_owned().ok()?);
+        Some(turn)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.held = None;
+        let mut reading = self
+            .accounts
+            .reading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The map's reference and this one: nobody else waits (waiters clone under this lock;
+        // an abandoned wait may leave its clone for a moment, and the gate for the next turn).
+        if Arc::strong_count(&self.gate) == 2 {
+            reading.remove(&self.uuid);
+        }
     }
 }
 

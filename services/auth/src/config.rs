@@ -54,8 +54,9 @@ pub struct Config {
     /// `argon2.memory_kib` while busy and for a while after); further logins wait their turn
     /// instead of exhausting memory. 0 = the number of CPUs.
     pub hashing_concurrency: usize,
-    /// Nice value of the hashing workers (0-19): under CPU contention, request handling is
-    /// scheduled before hashing, so a login storm does not slow other requests down.
+    /// Nice value of the hashing workers (0-19, default the lowest priority): under CPU
+    /// contention, request handling is scheduled before hashing, so a login storm does not slow
+    /// other requests down.
     pub hashing_nice: i32,
     /// How long a signed-in account read from the database may serve later requests. Every
     /// change to an account drops its copy at once (on every instance, by a notification sent
@@ -107,7 +108,7 @@ impl Default for Config {
             ticket_validation_requires_service_token: true,
             argon2: Argon2Settings::default(),
             hashing_concurrency: 0,
-            hashing_nice: 10,
+            hashing_nice: 19,
             account_cache_ttl: Duration::from_secs(1),
             redis_prefix: "auth:".into(),
             rate_limits: RateLimits::default(),

@@ -8,9 +8,9 @@
 //! - **Returned.** The area is mapped straight from the kernel and unmapped once its worker has
 //!   been idle for [`IDLE_RELEASE`]; the most recently used worker is handed the next hash, so
 //!   under a light load one area stays mapped and the others go back.
-//! - **Requests first.** Workers run at a lower CPU priority (`app.hashing_nice`), so under
-//!   contention the runtime's threads, which answer every other request, are scheduled first: a
-//!   login storm slows logins, not `GET /me`.
+//! - **Requests first.** Workers run at the lowest CPU priority (`app.hashing_nice`, 19), so
+//!   under contention the runtime's threads, which answer every other request, are scheduled
+//!   first — a login storm slows logins, not `GET /me` — while hashing still progresses.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
