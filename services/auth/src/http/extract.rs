@@ -1,11 +1,12 @@
 //! Who is calling.
 //!
 //! Other services use `identity::CurrentUser`, which keeps a local copy of the user from the
-//! token's claims. Auth *is* the source of those claims: here the signed-in user is read from
-//! auth's own table on every request (never written from a token; [`crate::accounts`]), so a
-//! role removed a second ago is already gone, and a deleted or disabled account is refused
-//! even while its last token is still unexpired. Tokens are verified (and revocation checked)
-//! by the same `identity::Identity` every service uses.
+//! token's claims. Auth *is* the source of those claims: here the signed-in user is the account
+//! as it is now in auth's own table, never a token's copy ([`crate::accounts`]: cached, and the
+//! copy dropped by the database on every change), so a role removed a second ago is already
+//! gone, and a deleted or disabled account is refused even while its last token is still
+//! unexpired. Tokens are verified (and revocation checked) by the same `identity::Identity`
+//! every service uses.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
