@@ -69,7 +69,7 @@ pub struct AuditQuery {
     #[param(pattern = r"^[a-z][a-z_]{0,63}$")]
     pub action: Option<String>,
     /// `success` or `failure`.
-    #[param(value_type = Option<OutcomeParam>)]
+    #[param(schema_with = outcome_schema)]
     pub outcome: Option<String>,
     /// Entries at or after this time (RFC 3339).
     #[param(format = DateTime, value_type = Option<String>)]
@@ -79,13 +79,12 @@ pub struct AuditQuery {
     pub until: Option<String>,
 }
 
-/// `outcome`'s values.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum OutcomeParam {
-    Success,
-    Failure,
+/// `outcome`: `success` or `failure`.
+fn outcome_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["success", "failure"]))
+        .build()
 }
 
 impl AuditQuery {
