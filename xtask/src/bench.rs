@@ -1,4 +1,5 @@
-//! `cargo xtask bench <service>` and `cargo xtask bench suite`.
+//! `cargo xtask bench <service>`, `cargo xtask bench suite`, and `cargo xtask bench auth
+//! [--against URL|DIR]`.
 
 use std::fs::OpenOptions;
 use std::net::TcpListener;
@@ -106,10 +107,9 @@ pub fn bench(root: &Path, target: &str, runs: usize, check: bool, peer: &Peer) -
 
 /// Benchmarks that live next to their crate as a release binary printing its own table:
 /// `bench <target>` → (package, bin).
-const COMPONENT_BENCHES: [(&str, &str, &str); 4] = [
+const COMPONENT_BENCHES: [(&str, &str, &str); 3] = [
     ("bus", "bus", "bus-bench"),
     ("identity", "identity", "identity-bench"),
-    ("auth", "auth", "auth-bench"),
     ("broker", "broker", "broker-load"),
 ];
 
@@ -400,4 +400,318 @@ mod tests {
         let rss = rss_mb(std::process::id()).unwrap();
         assert!(rss > 0.1 && rss < 10_000.0, "{rss}");
     }
+}
+
+/// Options of `cargo xtask bench auth`.
+#[derive(Debug, Clone)]
+pub struct AuthBench {
+    /// Another implementation of auth's contract: a running one's `http://` URL, the
+    /// directory of the Django peer to start, or empty for the peer found next to the
+    /// repository. `None`: auth alone.
+    pub against: Option<String>,
+    pub rounds: usize,
+    pub seconds: u64,
+}
+
+/// Overrides where the Django peer is found (its directory, holding `setup.sh` and `run.sh`).
+pub const AUTH_PEER_ENV: &str = "HATCHERY_AUTH_PEER";
+/// The peer, relative to the repository or to one of its parents.
+const PEER_RELATIVE: &str = "shared/peers/django-auth";
+/// The peer's own database for the benchmark (its `setup.sh` drops and recreates it).
+const PEER_DATABASE: &str = "peer_django_auth_bench";
+/// Auth's database for the benchmark (created on first use; the benchmark user persists).
+const AUTH_DATABASE: &str = "auth_bench";
+/// argon2's memory per hash at auth's default (OWASP) cost, in KiB.
+const ARGON2_MEMORY_KIB: f64 = 19_456.0;
+
+/// `cargo xtask bench auth`: builds auth and `auth-bench` (release), starts auth on a database
+/// of its own with the access log and rate limits off, starts the peer (or takes a running
+/// one's URL), and runs `auth-bench` on both, which alternates the same load between them and
+/// prints the ratios. Everything started is stopped at the end, Ctrl-C included.
+pub fn auth(root: &Path, options: &AuthBench) -> Result<i32> {
+    if options.rounds == 0 || options.seconds == 0 {
+        bail!("--rounds and --seconds must be at least 1");
+    }
+    let shutdown = procs::shutdown_flag()?;
+    infra::ensure(root, Smtp::Skip)?;
+    let mut build = util::cargo();
+    build.current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "auth",
+        "--bin",
+        "auth",
+        "--bin",
+        "auth-bench",
+    ]);
+    println!("==> {}", util::describe(&build));
+    util::run(&mut build)?;
+    let service = services::discover(root)?
+        .into_iter()
+        .find(|s| s.name == "auth")
+        .context("no auth service in this repository")?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runner = auth_runner(root, &service, workers)?;
+    println!(
+        "==> auth (release) on port {}; log: {}",
+        runner.port,
+        runner.log.display()
+    );
+    let (mut auth, _) = runner.start()?;
+    let mut arguments = vec![
+        "--target".to_string(),
+        format!("auth=http://127.0.0.1:{}", runner.port),
+        "--pid".to_string(),
+        format!("auth={}", auth.id()),
+        "--memory-allowance".to_string(),
+        // The bound: idle + hashing workers × argon2 memory + 16 MiB.
+        format!(
+            "auth={:.1}",
+            (workers as f64 * ARGON2_MEMORY_KIB * 1024.0 + 16.0 * 1024.0 * 1024.0) / 1e6
+        ),
+        "--rounds".to_string(),
+        options.rounds.to_string(),
+        "--seconds".to_string(),
+        options.seconds.to_string(),
+    ];
+    let peer = match options.against.as_deref() {
+        None => None,
+        Some(url) if url.starts_with("http://") => {
+            arguments.extend([
+                "--target".to_string(),
+                format!("peer={}", url.trim_end_matches('/')),
+                "--baseline".to_string(),
+                "peer".to_string(),
+            ]);
+            None
+        }
+        Some(dir) => {
+            let source = peer_dir(root, dir)?;
+            match DjangoPeer::start(root, &source) {
+                Ok(peer) => {
+                    arguments.extend([
+                        "--target".to_string(),
+                        format!("django=http://127.0.0.1:{}", peer.port),
+                        "--pid".to_string(),
+                        format!("django={}", peer.pid),
+                        "--baseline".to_string(),
+                        "django".to_string(),
+                    ]);
+                    Some(peer)
+                }
+                Err(error) => {
+                    stop(&mut auth);
+                    return Err(error);
+                }
+            }
+        }
+    };
+    let mut command = Command::new(util::target_dir(root).join("release/auth-bench"));
+    command
+        .current_dir(root)
+        .args(&arguments)
+        .stdin(Stdio::null());
+    procs::die_with_parent(&mut command);
+    println!("==> {}", util::describe(&command));
+    let status = command.status();
+    if shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+        println!("==> interrupted: stopping what was started");
+    }
+    stop(&mut auth);
+    drop(peer);
+    let status = status.context("cannot run auth-bench")?;
+    Ok(util::exit_code_of(status))
+}
+
+/// Auth as the benchmark runs it: release build, its own database, JSON logs at `warn` (no
+/// access log: kit logs every request at `info`), rate limits off (every login comes from one
+/// address for one email), no email verification needed, its own Redis prefixes.
+fn auth_runner(root: &Path, service: &Service, workers: usize) -> Result<Runner> {
+    let port = free_port()?;
+    let run_id = format!("auth-bench-{}:", std::process::id());
+    let env: Vec<(String, String)> = [
+        ("HTTP__PORT", port.to_string()),
+        (
+            "DATABASE__URL",
+            format!("postgres://postgres@127.0.0.1:5432/{AUTH_DATABASE}"),
+        ),
+        ("LOG__FORMAT", "json".to_string()),
+        ("LOG__LEVEL", "warn".to_string()),
+        ("REDIS__URL", "redis://127.0.0.1:6379".to_string()),
+        (
+            "AMQP__URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+        ),
+        ("AMQP__PREFIX", "hatchery-bench".to_string()),
+        ("APP__REDIS_PREFIX", run_id.clone()),
+        ("AUTH__REVOCATION_PREFIX", run_id),
+        ("APP__RATE_LIMITS__ENABLED", "false".to_string()),
+        ("APP__REQUIRE_VERIFIED_EMAIL", "false".to_string()),
+        ("APP__HASHING_CONCURRENCY", workers.to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (service.env(key), value))
+    .collect();
+    let log_dir = util::target_dir(root).join("xtask");
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    let log = log_dir.join("bench-auth.log");
+    let _ = std::fs::remove_file(&log);
+    Ok(Runner {
+        binary: util::target_dir(root).join("release").join(&service.name),
+        root: root.to_path_buf(),
+        env,
+        log,
+        port,
+    })
+}
+
+/// The peer's directory: the one given, else `$HATCHERY_AUTH_PEER`, else
+/// `shared/peers/django-auth` beside the repository or beside one of its parents (a worktree
+/// finds the same peer as the main checkout).
+fn peer_dir(root: &Path, given: &str) -> Result<PathBuf> {
+    let dir = if !given.is_empty() {
+        PathBuf::from(given)
+    } else if let Some(dir) = std::env::var_os(AUTH_PEER_ENV).filter(|d| !d.is_empty()) {
+        PathBuf::from(dir)
+    } else {
+        root.ancestors()
+            .skip(1)
+            .map(|parent| parent.join(PEER_RELATIVE))
+            .find(|dir| dir.join("run.sh").is_file())
+            .with_context(|| {
+                format!(
+                    "no {PEER_RELATIVE} beside {} or its parents: give its directory (--against DIR or {AUTH_PEER_ENV}) or a running one's URL",
+                    root.display()
+                )
+            })?
+    };
+    for script in ["setup.sh", "run.sh", "stop.sh"] {
+        if !dir.join(script).is_file() {
+            bail!("{} has no {script}: not the Django peer", dir.display());
+        }
+    }
+    Ok(dir)
+}
+
+/// The Django peer, run from a copy under `target/bench/` (its virtualenv, keys and pid files
+/// stay there, not in the shared directory): set up on a database of its own, started with its
+/// `run.sh`, stopped with its `stop.sh` when dropped.
+struct DjangoPeer {
+    dir: PathBuf,
+    port: u16,
+    pid: u32,
+}
+
+impl DjangoPeer {
+    fn start(root: &Path, source: &Path) -> Result<DjangoPeer> {
+        let dir = util::target_dir(root).join("bench/django-auth");
+        copy_tree(source, &dir).with_context(|| {
+            format!(
+                "cannot copy the peer from {} to {}",
+                source.display(),
+                dir.display()
+            )
+        })?;
+        let log = util::target_dir(root).join("xtask/bench-django-setup.log");
+        println!(
+            "==> Django peer from {}: setup.sh (virtualenv, database {PEER_DATABASE}); log: {}",
+            source.display(),
+            log.display()
+        );
+        let output = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let status = Command::new("bash")
+            .arg(dir.join("setup.sh"))
+            .current_dir(&dir)
+            .env("PEER_DB_NAME", PEER_DATABASE)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .status()
+            .context("cannot run the peer's setup.sh")?;
+        if !status.success() {
+            bail!(
+                "the peer's setup.sh failed ({}):\n{}",
+                util::describe_status(status),
+                util::tail(&log, 25)
+            );
+        }
+        let port = free_port()?;
+        let output = Command::new("bash")
+            .arg(dir.join("run.sh"))
+            .arg(port.to_string())
+            .current_dir(&dir)
+            .env("PEER_DB_NAME", PEER_DATABASE)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run the peer's run.sh")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let pid_file = dir.join(format!("var/run/gunicorn-{port}.pid"));
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok());
+        let peer = DjangoPeer {
+            dir,
+            port,
+            pid: pid.unwrap_or(0),
+        };
+        if !output.status.success() || pid.is_none() {
+            bail!("the peer did not start on port {port}:\n{text}");
+        }
+        println!("    {}", text.lines().next().unwrap_or("started"));
+        Ok(peer)
+    }
+}
+
+impl Drop for DjangoPeer {
+    fn drop(&mut self) {
+        let stopped = Command::new("bash")
+            .arg(self.dir.join("stop.sh"))
+            .arg(self.port.to_string())
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        if !stopped.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "warning: the Django peer on port {} (pid {}) may still run: `{}/stop.sh {}`",
+                self.port,
+                self.pid,
+                self.dir.display(),
+                self.port
+            );
+        }
+    }
+}
+
+/// Copies `from` into `to` (files replaced, made writable), leaving out what the peer makes
+/// when it runs (virtualenv, keys, pid files, results, bytecode).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    const SKIP: [&str; 5] = [".venv", "var", "results", "__pycache__", ".git"];
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if SKIP.iter().any(|skip| name == *skip) {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            let _ = std::fs::remove_file(&target);
+            std::fs::copy(entry.path(), &target)?;
+            let mut permissions = std::fs::metadata(&target)?.permissions();
+            use std::os::unix::fs::PermissionsExt;
+            permissions.set_mode(permissions.mode() | 0o200);
+            std::fs::set_permissions(&target, permissions)?;
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod infra;
 pub mod manifest;
 pub mod procs;
+pub mod python;
 pub mod rewrite;
 pub mod services;
 pub mod testing;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, contract, generator, infra, services, testing, up, util};
+use xtask::{bench, contract, generator, infra, python, services, testing, up, util};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,9 @@ enum Cmd {
     Services,
     /// Make Postgres, Redis, RabbitMQ and the SMTP sink reachable on 127.0.0.1.
     Infra,
+    /// Install the pinned Python tools into virtualenvs under target/: schemathesis (contract)
+    /// and the third-party OAuth client auth's tests use (authlib, PyJWT).
+    Tools,
     /// Build and run every service with merged logs until Ctrl-C.
     Up {
         /// Seed data scenario (populator/<SCENARIO>/).
@@ -77,13 +80,22 @@ enum Cmd {
         /// Exit with 1 if a target is missed.
         #[arg(long)]
         check: bool,
-        /// `bench broker` only: run the same load on a peer too and compare (`socketshark`).
-        #[arg(long)]
+        /// The same load on another implementation, alternating, with the ratios. `auth`: the
+        /// URL of a running one, or the directory of the Django peer to start (no value:
+        /// `shared/peers/django-auth` next to the repository or above it). `broker`:
+        /// `socketshark`.
+        #[arg(long, value_name = "URL|DIR|NAME", num_args = 0..=1, default_missing_value = "")]
         against: Option<String>,
-        /// The peer's folder (default: $SOCKETSHARK_PEER_DIR, else ../shared/peers/socketshark
-        /// beside the repository).
+        /// `broker --against socketshark`: the peer's folder (default: $SOCKETSHARK_PEER_DIR,
+        /// else ../shared/peers/socketshark beside the repository).
         #[arg(long)]
         peer_dir: Option<std::path::PathBuf>,
+        /// `auth` only: rounds (each runs every measurement on every server).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// `auth` only: seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
 }
 
@@ -111,6 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Infra => {
             infra::ensure(&root, infra::Smtp::Background)?;
+            Ok(0)
+        }
+        Cmd::Tools => {
+            python::ensure_all(&root)?;
             Ok(0)
         }
         Cmd::Up {
@@ -151,12 +167,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             check,
             against,
             peer_dir,
+            rounds,
+            seconds,
         } => {
-            let peer = bench::Peer {
-                against: against.as_deref(),
-                dir: peer_dir.as_deref(),
-            };
-            bench::bench(&root, &target, runs, check, &peer)
+            if target == "auth" {
+                bench::auth(
+                    &root,
+                    &bench::AuthBench {
+                        against,
+                        rounds,
+                        seconds,
+                    },
+                )
+            } else {
+                let peer = bench::Peer {
+                    against: against.as_deref().filter(|a| !a.is_empty()),
+                    dir: peer_dir.as_deref(),
+                };
+                bench::bench(&root, &target, runs, check, &peer)
+            }
         }
     }
 }

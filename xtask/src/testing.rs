@@ -1,4 +1,5 @@
-//! `cargo xtask test`: infra, fmt, clippy, nextest, contract — stop at the first failure.
+//! `cargo xtask test`: infra, Python tools, fmt, clippy, nextest, contract — stop at the first
+//! failure.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -8,7 +9,7 @@ use anyhow::Result;
 
 use crate::contract::{self, ContractOptions};
 use crate::infra::{self, Smtp};
-use crate::util;
+use crate::{python, util};
 
 struct Step {
     name: &'static str,
@@ -58,6 +59,21 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
         ok: infra.is_ok(),
     });
     if let Err(error) = infra {
+        eprintln!("error: {error:#}");
+        print!("{}", summary(&steps));
+        return Ok(1);
+    }
+
+    // The Python tools the tests and the contract run use (auth's third-party OAuth client).
+    println!("==> tools");
+    let started = Instant::now();
+    let tools = python::ensure_all(root);
+    steps.push(Step {
+        name: "tools",
+        took: started.elapsed(),
+        ok: tools.is_ok(),
+    });
+    if let Err(error) = tools {
         eprintln!("error: {error:#}");
         print!("{}", summary(&steps));
         return Ok(1);

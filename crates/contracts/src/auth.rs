@@ -145,3 +145,37 @@ impl From<LinkMail> for PasswordResetRequested {
         }
     }
 }
+
+/// A user asked to change their email address to `email`: the mail service sends `url` to
+/// `email` (the new address); following it completes the change. `old_email` is the address the
+/// account has until then.
+///
+/// `token` is a secret, as in [`EmailVerificationRequested`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChangeRequested {
+    pub user: Uuid,
+    /// The new address: where the link goes.
+    pub email: String,
+    pub old_email: String,
+    pub name: String,
+    pub token: String,
+    /// The link to send: the auth service's `app.change_email_url` with the token filled in.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+crate::event!(EmailChangeRequested, "auth.email.change_requested", 1, user);
+
+/// A user's email address changed from `email` to `new_email`: the mail service tells the old
+/// address (`email`), so its owner learns of a change they did not make. The new state reaches
+/// other services as `auth.user.updated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailChanged {
+    pub user: Uuid,
+    /// The old address: where the notice goes.
+    pub email: String,
+    pub new_email: String,
+    pub name: String,
+}
+
+crate::event!(EmailChanged, "auth.email.changed", 1, user);

@@ -110,6 +110,8 @@ mod tests {
             auth::UserRestored::TYPE,
             auth::EmailVerificationRequested::TYPE,
             auth::PasswordResetRequested::TYPE,
+            auth::EmailChangeRequested::TYPE,
+            auth::EmailChanged::TYPE,
         ] {
             assert!(is_valid_type(event_type), "{event_type}");
             assert_eq!(producer(event_type), "auth");

@@ -67,7 +67,7 @@ pub use extract::{
 pub use keys::{Jwk, JwkSet, PublicKey, SigningKey};
 pub use revocation::Revocations;
 pub use users::LocalUser;
-pub use verify::Verifier;
+pub use verify::{KeySource, Verifier};
 
 /// The `users` table (the local copy of platform users), defined once for every service.
 pub static SCHEMA: kit::SharedSchema = kit::SharedSchema {

@@ -43,11 +43,22 @@ enum Keys {
     Unusable(Arc<str>),
     /// Keys the caller holds and keeps current, by `kid`: the auth service verifying the
     /// tokens it signs itself (it cannot fetch its own JWKS before it listens).
-    Provided(Arc<KeyLookup>),
+    Provided(Arc<dyn KeySource>),
 }
 
-/// Finds the public key of a `kid` (see [`Verifier::with_key_lookup`]).
-type KeyLookup = dyn Fn(&str) -> Option<PublicKey> + Send + Sync;
+/// Keys held and kept current by the caller (see [`Verifier::with_key_source`]): the auth
+/// service's own key ring.
+pub trait KeySource: Send + Sync + 'static {
+    /// The public key of `kid`, when tokens signed with it verify now.
+    fn public_key(&self, kid: &str) -> Option<PublicKey>;
+
+    /// Changes whenever a key is added, retired or removed. Tokens are remembered as verified
+    /// under the generation read before their key was looked up, so a token verified under a
+    /// key that has since gone is checked again (and refused) on its next use, while an
+    /// unchanged key set costs no signature check. Read it before looking keys up; change it
+    /// after the keys it describes are visible.
+    fn generation(&self) -> u64;
+}
 
 impl Verifier {
     /// A verifier for the settings: the fixed key when `auth.public_key` is set, otherwise the
@@ -74,13 +85,11 @@ impl Verifier {
         Self::build(Keys::Fixed(Arc::new(decoding_key(&key))), auth)
     }
 
-    /// A verifier asking `lookup` for the public key of each token's `kid` (no key = unknown
-    /// key). For the auth service, which holds its keys itself and rotates them.
-    pub fn with_key_lookup(
-        lookup: impl Fn(&str) -> Option<PublicKey> + Send + Sync + 'static,
-        auth: &AuthSettings,
-    ) -> Self {
-        Self::build(Keys::Provided(Arc::new(lookup)), auth)
+    /// A verifier asking `source` for the public key of each token's `kid` (no key = unknown
+    /// key). For the auth service, which holds its keys itself and rotates them; verified
+    /// tokens are remembered per [`KeySource::generation`].
+    pub fn with_key_source(source: Arc<dyn KeySource>, auth: &AuthSettings) -> Self {
+        Self::build(Keys::Provided(source), auth)
     }
 
     /// A verifier that refuses every token as "keys unavailable" (503), for a service whose
@@ -113,13 +122,10 @@ impl Verifier {
         if let Keys::Jwks(cache) = &self.keys {
             cache.refresh_if_stale();
         }
+        // Read before any key is looked up: a key set replaced meanwhile leaves this entry
+        // stale, never a stale key under a fresh generation.
         let generation = self.key_generation();
-        // Provided keys can change without a generation to tell, so their tokens are not
-        // remembered: a key the caller drops stops verifying at once.
-        let verified = self
-            .verified
-            .as_ref()
-            .filter(|_| !matches!(self.keys, Keys::Provided(_)));
+        let verified = self.verified.as_ref();
         if let Some(verified) = verified
             && let Some(claims) = verified.get(token, generation)
         {
@@ -138,13 +144,16 @@ impl Verifier {
                 };
                 self.decode(token, &key)?
             }
-            Keys::Provided(lookup) => {
+            Keys::Provided(source) => {
                 let kid = check_header(token)?.ok_or(AuthError::Invalid(Invalid::MissingKeyId))?;
-                let key = lookup(&kid).ok_or(AuthError::Invalid(Invalid::UnknownKey))?;
+                let key = source
+                    .public_key(&kid)
+                    .ok_or(AuthError::Invalid(Invalid::UnknownKey))?;
                 self.decode(token, &decoding_key(&key))?
             }
             Keys::Unusable(reason) => return Err(AuthError::KeysUnavailable(reason.to_string())),
         };
+        metrics::counter!("identity_signature_checks_total").increment(1);
         if let Some(verified) = verified {
             verified.insert(token, &claims, generation);
         }
@@ -156,7 +165,8 @@ impl Verifier {
     fn key_generation(&self) -> u64 {
         match &self.keys {
             Keys::Jwks(cache) => cache.generation.load(Ordering::Acquire),
-            Keys::Fixed(_) | Keys::Unusable(_) | Keys::Provided(_) => 0,
+            Keys::Provided(source) => source.generation(),
+            Keys::Fixed(_) | Keys::Unusable(_) => 0,
         }
     }
 

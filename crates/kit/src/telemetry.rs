@@ -127,6 +127,9 @@ pub fn record_user(user_id: uuid::Uuid) {
     }
 }
 
+/// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`.
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -143,6 +146,17 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only when another recorder is installed already; ours then just renders empty.
         let _ = metrics::set_global_recorder(recorder);
+        // Histograms keep every sample until an upkeep folds them into buckets; `/metrics`
+        // runs one, but a service nobody scrapes would otherwise grow by every request.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
         handle
     })
 }

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! auth keys rotate                               new active signing key; the old one stays published
-//! auth keys list                                 kids, created, retired
+//! auth keys list                                 kids, created, retired, sealed with which KEK
+//! auth keys reencrypt                            every private key sealed under app.key_encryption_key
+//! auth keys generate-kek                         prints a new random key-encryption key
 //! auth clients create <name> [--scope S]...      prints the client id and secret (once)
 //! auth clients list
 //! auth events parked | replay | outbox           the bus's operations (bus::ops)
@@ -17,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::domain::{OpaqueToken, Scopes};
+use crate::kek::{Kek, Keks};
 use crate::store::{clients, keys as key_store};
 
 /// The subcommands, for `kit::Service::commands`.
@@ -28,7 +31,13 @@ pub fn define() -> Vec<Command> {
             .subcommand(Command::new("rotate").about(
                 "Make a new active signing key; the old one keeps verifying (and stays in the JWKS) until its tokens expire",
             ))
-            .subcommand(Command::new("list").about("List the signing keys")),
+            .subcommand(Command::new("list").about("List the signing keys"))
+            .subcommand(Command::new("reencrypt").about(
+                "Seal every private signing key with app.key_encryption_key (after configuring a new one, with the old one as app.previous_key_encryption_key)",
+            ))
+            .subcommand(Command::new("generate-kek").about(
+                "Print a new random key-encryption key (base64 of 32 bytes) for app.key_encryption_key",
+            )),
         Command::new("clients")
             .about("Manage service clients (OAuth client credentials)")
             .subcommand_required(true)
@@ -70,8 +79,10 @@ async fn keys(matches: &ArgMatches, resources: &Resources<Config>) -> anyhow::Re
         Some("rotate") => {
             let settings = &resources.settings;
             let keep = crate::keep_retired_keys(settings);
+            let keks = Keks::from_settings(settings)?;
             let rotation =
-                crate::keys::rotate(&resources.db, settings.app.key_publish_delay, keep).await?;
+                crate::keys::rotate(&resources.db, settings.app.key_publish_delay, keep, &keks)
+                    .await?;
             writeln!(
                 out,
                 "new key: {} (published now, signs from {})",
@@ -105,15 +116,40 @@ async fn keys(matches: &ArgMatches, resources: &Resources<Config>) -> anyhow::Re
                     Some(at) if at > now => format!("active until {}", at.to_rfc3339()),
                     Some(at) => format!("retired {}", at.to_rfc3339()),
                 };
+                let sealed = match (&key.kek_id, &key.private_key) {
+                    (Some(kek), _) => format!("sealed with key-encryption key {kek}"),
+                    (None, Some(_)) => "STORED IN CLEAR (sealed at the next start)".to_owned(),
+                    (None, None) => "no private key".to_owned(),
+                };
                 writeln!(
                     out,
-                    "{}  created {}  {state}",
+                    "{}  created {}  {state}  {sealed}",
                     key.kid,
                     key.created_at.to_rfc3339()
                 )?;
             }
         }
-        _ => anyhow::bail!("usage: auth keys rotate | list"),
+        Some("reencrypt") => {
+            let keks = Keks::from_settings(&resources.settings)?;
+            let done = crate::keys::seal(&resources.db, &keks, true).await?;
+            writeln!(
+                out,
+                "sealed {} key(s) stored in clear and re-encrypted {} key(s); every private key is now sealed with key-encryption key {}",
+                done.from_clear,
+                done.resealed,
+                keks.current().id()
+            )?;
+            if done.resealed > 0 {
+                writeln!(
+                    out,
+                    "running instances keep their keys; remove app.previous_key_encryption_key once every instance has the new key-encryption key"
+                )?;
+            }
+        }
+        Some("generate-kek") => {
+            writeln!(out, "{}", Kek::generate()?)?;
+        }
+        _ => anyhow::bail!("usage: auth keys rotate | list | reencrypt | generate-kek"),
     }
     Ok(out)
 }

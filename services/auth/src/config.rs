@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use kit::config::Secret;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct Config {
     pub verify_email_url: String,
     /// The link a password-reset mail carries; `{token}` is replaced by the token.
     pub reset_password_url: String,
+    /// The link an email-change mail (to the new address) carries; `{token}` is replaced by the
+    /// token. Valid for `verify_email_ttl`.
+    pub change_email_url: String,
     /// Lifetime of a websocket ticket (single use).
     #[serde(with = "humantime_serde")]
     pub ticket_ttl: Duration,
@@ -46,12 +50,26 @@ pub struct Config {
     pub ticket_validation_requires_service_token: bool,
     /// Password hashing cost.
     pub argon2: Argon2Settings,
-    /// Password hashes computed at the same time, at most (each holds `argon2.memory_kib`);
-    /// further logins wait their turn instead of exhausting memory. 0 = the number of CPUs.
+    /// Password-hashing workers: hashes computed at the same time, at most (each worker holds
+    /// `argon2.memory_kib` while busy and for a while after); further logins wait their turn
+    /// instead of exhausting memory. 0 = the number of CPUs.
     pub hashing_concurrency: usize,
+    /// Nice value of the hashing workers (0-19, default the lowest priority): under CPU
+    /// contention, request handling is scheduled before hashing, so a login storm does not slow
+    /// other requests down.
+    pub hashing_nice: i32,
+    /// How long a signed-in account read from the database may serve later requests. Every
+    /// change to an account drops its copy at once (on every instance, by a notification sent
+    /// when the change commits); this bounds what a lost notification could leave behind.
+    /// 0 = read the account on every request.
+    #[serde(with = "humantime_serde")]
+    pub account_cache_ttl: Duration,
     /// Put in front of auth's own Redis keys (rate limits, tickets).
     pub redis_prefix: String,
     pub rate_limits: RateLimits,
+    /// The address clients reach this service at (e.g. `https://auth.example.com`), for the
+    /// absolute URLs of the OAuth metadata. Unset: `http://` and the request's `Host`.
+    pub public_url: Option<String>,
     /// Take the client address from this request header (its first entry, e.g.
     /// `x-forwarded-for`) instead of the TCP peer. Set only behind a proxy that overwrites it.
     pub client_ip_header: Option<String>,
@@ -63,6 +81,13 @@ pub struct Config {
     /// verifier (10 s by default) plus `key_reload`.
     #[serde(with = "humantime_serde")]
     pub key_publish_delay: Duration,
+    /// Seals the signing keys' private halves in the database: base64 of 32 random bytes
+    /// (`auth keys generate-kek` prints one). Required in production; unset in development, a
+    /// built-in development key stands in. Secret: never logged or shown.
+    pub key_encryption_key: Option<Secret>,
+    /// During a rotation of `key_encryption_key`: the previous one, which still opens keys
+    /// until `auth keys reencrypt` has sealed them all under the new one.
+    pub previous_key_encryption_key: Option<Secret>,
 }
 
 impl Default for Config {
@@ -78,15 +103,21 @@ impl Default for Config {
             reset_password_ttl: Duration::from_secs(3600),
             verify_email_url: "http://127.0.0.1:8001/verify-email?token={token}".into(),
             reset_password_url: "http://127.0.0.1:8001/reset-password?token={token}".into(),
+            change_email_url: "http://127.0.0.1:8001/change-email?token={token}".into(),
             ticket_ttl: Duration::from_secs(30),
             ticket_validation_requires_service_token: true,
             argon2: Argon2Settings::default(),
             hashing_concurrency: 0,
+            hashing_nice: 19,
+            account_cache_ttl: Duration::from_secs(1),
             redis_prefix: "auth:".into(),
             rate_limits: RateLimits::default(),
+            public_url: None,
             client_ip_header: None,
             key_reload: Duration::from_secs(30),
             key_publish_delay: Duration::from_secs(60),
+            key_encryption_key: None,
+            previous_key_encryption_key: None,
         }
     }
 }
@@ -185,9 +216,36 @@ impl Config {
         for (key, url) in [
             ("app.verify_email_url", &self.verify_email_url),
             ("app.reset_password_url", &self.reset_password_url),
+            ("app.change_email_url", &self.change_email_url),
         ] {
             if !url.contains("{token}") {
                 return Err(format!("{key}: must contain {{token}}"));
+            }
+        }
+        if !(0..=19).contains(&self.hashing_nice) {
+            return Err("app.hashing_nice: must be between 0 and 19".into());
+        }
+        if let Some(url) = &self.public_url {
+            let ok = url.parse::<http::Uri>().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some()
+                    && uri.query().is_none()
+            });
+            if !ok {
+                return Err(format!(
+                    "app.public_url: {url:?} is not an http(s) URL such as https://auth.example.com"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("app.key_encryption_key", &self.key_encryption_key),
+            (
+                "app.previous_key_encryption_key",
+                &self.previous_key_encryption_key,
+            ),
+        ] {
+            if let Some(value) = value {
+                crate::kek::Kek::parse(value.expose()).map_err(|why| format!("{key}: {why}"))?;
             }
         }
         let a = self.argon2;
@@ -200,5 +258,37 @@ impl Config {
     /// be kept.
     pub fn longest_token_ttl(&self) -> Duration {
         self.access_token_ttl.max(self.service_token_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_encryption_keys_are_checked_and_never_shown() {
+        let current = crate::kek::Kek::generate().unwrap();
+        let previous = crate::kek::Kek::generate().unwrap();
+        let config = Config {
+            key_encryption_key: Some(Secret::new(current.clone())),
+            previous_key_encryption_key: Some(Secret::new(previous.clone())),
+            ..Config::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains(&current) && !shown.contains(&previous),
+            "{shown}"
+        );
+        let short = Config {
+            key_encryption_key: Some(Secret::new("c2hvcnQ=")),
+            ..Config::default()
+        };
+        assert!(
+            short
+                .validate()
+                .unwrap_err()
+                .starts_with("app.key_encryption_key:")
+        );
     }
 }

@@ -9,8 +9,13 @@
 //! token lifetime plus the verifiers' leeway after that, then disappears. Every instance
 //! switches keys at the same moment (the switch time is stored with the key); instances reload
 //! the key table every `app.key_reload` to learn of rotations made by another process.
+//!
+//! Private halves are stored sealed with the key-encryption key ([`crate::kek`]): new keys are
+//! sealed when made, keys an older release stored in clear are sealed at start
+//! ([`seal`]), and `auth keys reencrypt` seals every key under a new key-encryption key.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +25,8 @@ use identity::{JwkSet, PublicKey, SigningKey};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::keys as store;
+use crate::kek::Keks;
+use crate::store::keys::{self as store, KeyRow};
 
 /// The keys in use, as loaded.
 pub struct KeySet {
@@ -29,6 +35,9 @@ pub struct KeySet {
     pub public: HashMap<String, PublicKey>,
     /// Every published key.
     pub jwks: JwkSet,
+    /// Each published key with its retirement time: when this differs between two loads, a
+    /// key was added, retired or removed.
+    shape: Vec<(String, Option<DateTime<Utc>>)>,
 }
 
 impl KeySet {
@@ -37,6 +46,7 @@ impl KeySet {
             signing: Vec::new(),
             public: HashMap::new(),
             jwks: JwkSet::default(),
+            shape: Vec::new(),
         }
     }
 
@@ -53,19 +63,39 @@ impl KeySet {
 }
 
 /// The current [`KeySet`], shared by the handlers and the verifier; cheap to clone.
+///
+/// Its generation changes whenever a reload finds a key added, retired or removed: the verifier
+/// remembers verified tokens per generation ([`identity::KeySource`]), so tokens signed by a
+/// key that is gone are refused on their next use, and an unchanged set costs no signature
+/// check.
 #[derive(Clone)]
 pub struct KeyRing {
     current: Arc<RwLock<Arc<KeySet>>>,
+    generation: Arc<AtomicU64>,
     /// How long a retired key stays published.
     keep_retired: Duration,
+    /// Opens the stored private halves.
+    keks: Keks,
+}
+
+impl identity::KeySource for KeyRing {
+    fn public_key(&self, kid: &str) -> Option<PublicKey> {
+        KeyRing::public_key(self, kid)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 }
 
 impl KeyRing {
     /// An empty ring (nothing signs or verifies until [`Self::reload`]).
-    pub fn empty(keep_retired: Duration) -> KeyRing {
+    pub fn empty(keep_retired: Duration, keks: Keks) -> KeyRing {
         KeyRing {
             current: Arc::new(RwLock::new(Arc::new(KeySet::empty()))),
+            generation: Arc::new(AtomicU64::new(0)),
             keep_retired,
+            keks,
         }
     }
 
@@ -97,7 +127,8 @@ impl KeyRing {
             let public = PublicKey::from_bytes(public);
             set.jwks.keys.push(public.to_jwk(&row.kid));
             if row.retired_at.is_none_or(|at| at > now) {
-                let key = SigningKey::from_pkcs8_der(&row.kid, &row.private_key)
+                let der = private_der(&row, &self.keks)?;
+                let key = SigningKey::from_pkcs8_der(&row.kid, &der)
                     .with_context(|| format!("signing key {} does not load", row.kid))?;
                 anyhow::ensure!(
                     key.public_key() == public,
@@ -106,12 +137,23 @@ impl KeyRing {
                 );
                 set.signing.push((row.activates_at, key));
             }
+            set.shape.push((row.kid.clone(), row.retired_at));
             set.public.insert(row.kid, public);
         }
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(set);
+        let changed = {
+            let mut current = self
+                .current
+                .write()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let changed = current.shape != set.shape;
+            *current = Arc::new(set);
+            changed
+        };
+        // After the new set is in place: a verifier that reads the new generation finds the
+        // new keys.
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 
@@ -138,16 +180,30 @@ fn new_kid() -> String {
     format!("{}-{}", Utc::now().format("%Y%m%d"), &id[id.len() - 8..])
 }
 
+/// The PKCS#8 private key of `row`: opened with the key-encryption key that sealed it, or as
+/// stored by a release that did not seal keys yet.
+fn private_der(row: &KeyRow, keks: &Keks) -> anyhow::Result<Vec<u8>> {
+    match (&row.sealed_private_key, &row.kek_id, &row.private_key) {
+        (Some(sealed), Some(kek_id), _) => keks.open(&row.kid, kek_id, sealed),
+        (_, _, Some(clear)) => Ok(clear.clone()),
+        _ => anyhow::bail!("signing key {} has no private key stored", row.kid),
+    }
+}
+
 async fn insert_new(
     tx: &mut sqlx::PgConnection,
     activates_at: DateTime<Utc>,
+    keks: &Keks,
 ) -> anyhow::Result<String> {
     let kid = new_kid();
     let key = SigningKey::generate(kid.clone())?;
+    let kek = keks.current();
+    let sealed = kek.seal(&kid, key.pkcs8_der())?;
     store::insert(
         &mut *tx,
         &kid,
-        key.pkcs8_der(),
+        &sealed,
+        kek.id(),
         key.public_key().as_bytes(),
         activates_at,
     )
@@ -156,8 +212,50 @@ async fn insert_new(
     Ok(kid)
 }
 
+/// What [`seal`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sealed {
+    /// Keys stored in clear (by an older release), now sealed.
+    pub from_clear: usize,
+    /// Keys sealed with another configured key-encryption key, now under the current one.
+    pub resealed: usize,
+}
+
+/// Seals every private key stored in clear with the current key-encryption key; with
+/// `reencrypt`, also moves keys sealed with the previous key-encryption key to the current one.
+/// One transaction: all of it or nothing. A key that no configured key-encryption key opens
+/// fails it, naming the key.
+pub async fn seal(db: &PgPool, keks: &Keks, reencrypt: bool) -> anyhow::Result<Sealed> {
+    let mut tx = db.begin().await?;
+    store::lock(&mut tx).await?;
+    let kek = keks.current();
+    let mut done = Sealed::default();
+    for row in store::all(&mut *tx).await? {
+        let under_current = row.kek_id.as_deref() == Some(kek.id());
+        let needed = match (&row.sealed_private_key, under_current) {
+            (None, _) => true,
+            (Some(_), false) => reencrypt,
+            (Some(_), true) => false,
+        };
+        if !needed {
+            continue;
+        }
+        let der = private_der(&row, keks)?;
+        SigningKey::from_pkcs8_der(&row.kid, &der)
+            .with_context(|| format!("signing key {} does not load", row.kid))?;
+        store::store_sealed(&mut *tx, &row.kid, &kek.seal(&row.kid, &der)?, kek.id()).await?;
+        if row.sealed_private_key.is_none() {
+            done.from_clear += 1;
+        } else {
+            done.resealed += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
 /// Creates the first signing key unless there is one; returns its kid when it created one.
-pub async fn ensure_active(db: &PgPool) -> anyhow::Result<Option<String>> {
+pub async fn ensure_active(db: &PgPool, keks: &Keks) -> anyhow::Result<Option<String>> {
     if store::has_current(db).await? {
         return Ok(None);
     }
@@ -167,7 +265,7 @@ pub async fn ensure_active(db: &PgPool) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     // No token exists yet: nothing to wait for.
-    let kid = insert_new(&mut tx, Utc::now()).await?;
+    let kid = insert_new(&mut tx, Utc::now(), keks).await?;
     tx.commit().await?;
     tracing::info!(kid = %kid, "created the first signing key");
     Ok(Some(kid))
@@ -190,12 +288,13 @@ pub async fn rotate(
     db: &PgPool,
     publish_delay: Duration,
     keep_retired: Duration,
+    keks: &Keks,
 ) -> anyhow::Result<Rotation> {
     let activates_at = Utc::now() + chrono::Duration::from_std(publish_delay)?;
     let mut tx = db.begin().await?;
     store::lock(&mut tx).await?;
     let retired_kid = store::retire_current(&mut *tx, activates_at).await?;
-    let new_kid = insert_new(&mut tx, activates_at).await?;
+    let new_kid = insert_new(&mut tx, activates_at, keks).await?;
     let before = Utc::now() - chrono::Duration::from_std(keep_retired)?;
     let deleted = store::delete_retired_before(&mut *tx, before).await?;
     tx.commit().await?;

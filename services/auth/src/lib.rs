@@ -4,11 +4,13 @@
 //!
 //! See `docs/auth.md` for the API, the token format and operations.
 
+pub mod accounts;
 pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod kek;
 pub mod keys;
 pub mod passwords;
 pub mod populate;
@@ -17,6 +19,7 @@ pub mod sessions;
 pub mod store;
 pub mod tickets;
 
+use anyhow::Context;
 use kit::{Database, Resources, Started, Uses};
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
@@ -49,27 +52,49 @@ impl kit::Service for Auth {
         http::router()
     }
 
-    /// Checks the settings, creates the first signing key if there is none, loads the keys
-    /// (and reloads them periodically), builds the handlers' state, and runs the outbox relay.
+    /// Checks the settings, seals signing keys stored in clear, creates the first signing key
+    /// if there is none, loads the keys (and reloads them periodically), builds the handlers'
+    /// state, and runs the outbox relay. A key-encryption key that opens no signing key stops
+    /// the start, naming the one needed.
     async fn start(resources: &Resources<Config>) -> anyhow::Result<Started<AppState>> {
         let settings = &resources.settings;
         settings
             .app
             .validate()
             .map_err(|why| anyhow::anyhow!("invalid configuration: {why}"))?;
-        keys::ensure_active(&resources.db).await?;
-        let ring = KeyRing::empty(keep_retired_keys(settings));
-        ring.reload(&resources.db).await?;
+        let keks = kek::Keks::from_settings(settings)?;
+        let sealed = keys::seal(&resources.db, &keks, false).await?;
+        if sealed.from_clear > 0 {
+            tracing::info!(
+                keys = sealed.from_clear,
+                kek = keks.current().id(),
+                "sealed the signing keys stored in clear"
+            );
+        }
+        keys::ensure_active(&resources.db, &keks).await?;
+        let ring = KeyRing::empty(keep_retired_keys(settings), keks);
+        ring.reload(&resources.db)
+            .await
+            .context("the signing keys cannot be loaded")?;
         let state = AppState::new(resources, ring.clone())?;
         let revocations = state.identity.revocation_check();
-        let mut started = Started::new(state).task(
-            "signing key reload",
-            ring.keep_fresh(
-                resources.db.clone(),
-                settings.app.key_reload,
-                resources.shutdown.clone(),
-            ),
-        );
+        let account_changes = accounts::listen(
+            &resources.db,
+            state.accounts.clone(),
+            resources.shutdown.clone(),
+        )
+        .await
+        .context("cannot listen for account changes")?;
+        let mut started = Started::new(state)
+            .task("account change listener", account_changes)
+            .task(
+                "signing key reload",
+                ring.keep_fresh(
+                    resources.db.clone(),
+                    settings.app.key_reload,
+                    resources.shutdown.clone(),
+                ),
+            );
         if let Some(check) = revocations {
             started = started.degraded_without(check);
         }

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::config::Argon2Settings;
 use crate::domain::{DisplayName, Email, Password, Roles, Scopes, TokenDigest};
-use crate::passwords::Hasher;
+use crate::passwords::{Hasher, Pool};
 use crate::store::{clients, users};
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,8 +98,14 @@ pub fn load<'a>(
                 let hasher = match &hasher {
                     Some(hasher) => hasher,
                     None => hasher.insert(
-                        Hasher::new(Argon2Settings::default(), 0)
-                            .map_err(|err| source.error_at(line, format!("{err:#}")))?,
+                        Hasher::new(
+                            Argon2Settings::default(),
+                            Pool {
+                                workers: 1,
+                                nice: 0,
+                            },
+                        )
+                        .map_err(|err| source.error_at(line, format!("{err:#}")))?,
                     ),
                 };
                 let hash = hasher

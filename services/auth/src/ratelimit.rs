@@ -1,10 +1,16 @@
-//! Rate limits in Redis: fixed-window counters per client address and per email address.
-//! A request counts against both; beyond either limit it is refused with `Retry-After` set to
-//! the end of the window. Redis being unreachable lets requests through (with a warning):
-//! limits protect against abuse, and an outage of Redis must not lock everyone out.
+//! Rate limits: fixed-window counters per client address and per email address, in Redis so
+//! every instance counts together. A request counts against both; beyond either limit it is
+//! refused with `Retry-After` set to the end of the window.
+//!
+//! When Redis cannot be reached, the same limits are counted in this process instead (a
+//! warning says so, at most every [`WARN_EVERY`]): an outage of Redis neither locks everyone
+//! out nor lifts the limits. Each instance then counts on its own, so across `n` instances a
+//! client gets at most `n` times the limit until Redis is back.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
@@ -22,6 +28,55 @@ pub struct RateLimiter {
     redis: ConnectionManager,
     prefix: String,
     enabled: bool,
+    /// Counts while Redis is unreachable.
+    local: Arc<LocalWindows>,
+}
+
+/// The "counting locally" warning is logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Counters kept in the process at most: beyond, expired ones are dropped, then all (a flood of
+/// distinct addresses and emails during a Redis outage must not grow memory without end).
+const LOCAL_CAPACITY: usize = 100_000;
+
+/// Fixed windows counted in this process: key → (count, end of the window).
+#[derive(Default)]
+struct LocalWindows {
+    counts: Mutex<HashMap<String, (u32, Instant)>>,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl LocalWindows {
+    /// Counts one request against each key; each key's count and time left in its window.
+    fn count(&self, keys: &[String], window: Duration) -> Vec<(u32, Duration)> {
+        let now = Instant::now();
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() >= LOCAL_CAPACITY {
+            counts.retain(|_, (_, end)| *end > now);
+            if counts.len() >= LOCAL_CAPACITY {
+                counts.clear();
+            }
+        }
+        keys.iter()
+            .map(|key| {
+                let entry = counts.entry(key.clone()).or_insert((0, now + window));
+                if entry.1 <= now {
+                    *entry = (0, now + window);
+                }
+                entry.0 = entry.0.saturating_add(1);
+                (entry.0, entry.1 - now)
+            })
+            .collect()
+    }
+
+    /// Whether to log the outage now (at most every [`WARN_EVERY`]).
+    fn should_warn(&self) -> bool {
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
 }
 
 /// Increments every key given and sets its expiry when it was just created; answers each
@@ -43,6 +98,7 @@ impl RateLimiter {
             redis,
             prefix: format!("{prefix}rl:"),
             enabled,
+            local: Arc::default(),
         }
     }
 
@@ -82,19 +138,28 @@ impl RateLimiter {
         }
         cmd.arg(window_ms);
         let mut redis = self.redis.clone();
-        let counts: Vec<i64> = match cmd.query_async(&mut redis).await {
-            Ok(counts) => counts,
+        let counts: Vec<(u32, Duration)> = match cmd.query_async::<Vec<i64>>(&mut redis).await {
+            Ok(counts) => counts
+                .chunks(2)
+                .map(|pair| match pair {
+                    [count, ttl_ms] => (
+                        u32::try_from(*count).unwrap_or(u32::MAX),
+                        Duration::from_millis(u64::try_from(*ttl_ms).unwrap_or(window_ms)),
+                    ),
+                    _ => (u32::MAX, limit.window),
+                })
+                .collect(),
             Err(err) => {
-                tracing::warn!(error = %err, action, "cannot count requests in Redis; not rate limiting");
-                return Ok(());
+                if self.local.should_warn() {
+                    tracing::warn!(error = %err, action, "cannot count requests in Redis; counting in this process until it is back");
+                }
+                self.local.count(&keys, limit.window)
             }
         };
         let mut retry_after: Option<Duration> = None;
-        for (pair, max) in counts.chunks(2).zip(limits) {
-            let [count, ttl_ms] = pair else { continue };
-            if *count > i64::from(max) {
-                let wait = Duration::from_millis(u64::try_from(*ttl_ms).unwrap_or(window_ms));
-                retry_after = Some(retry_after.map_or(wait, |w| w.max(wait)));
+        for ((count, left), max) in counts.into_iter().zip(limits) {
+            if count > max {
+                retry_after = Some(retry_after.map_or(left, |w| w.max(left)));
             }
         }
         match retry_after {

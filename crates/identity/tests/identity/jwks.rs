@@ -206,3 +206,52 @@ async fn an_unreachable_auth_service_is_a_503_not_a_401() {
     let problem: serde_json::Value = testkit::json(response).await;
     assert_eq!(problem["code"], "auth_unavailable");
 }
+
+/// Keys held by the caller (the auth service's ring) in a map with a generation.
+#[derive(Default)]
+struct Ring {
+    keys: Mutex<std::collections::HashMap<String, identity::PublicKey>>,
+    generation: AtomicU64,
+}
+
+impl identity::KeySource for Ring {
+    fn public_key(&self, kid: &str) -> Option<identity::PublicKey> {
+        self.keys.lock().unwrap().get(kid).copied()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+#[tokio::test]
+async fn provided_keys_are_cached_per_generation_and_a_removed_key_is_refused_next() {
+    let ring = Arc::new(Ring::default());
+    let key = tokens::signing_key();
+    ring.keys
+        .lock()
+        .unwrap()
+        .insert(key.kid().to_owned(), key.public_key());
+    let verifier =
+        identity::Verifier::with_key_source(ring.clone(), &kit::config::AuthSettings::default());
+    let token = tokens::user(Uuid::now_v7()).mint();
+    assert!(verifier.verify(&token).await.is_ok());
+
+    // Remembered: the same key set (generation) asks the source nothing.
+    ring.keys.lock().unwrap().clear();
+    assert!(
+        verifier.verify(&token).await.is_ok(),
+        "a verified token is remembered while the generation stands"
+    );
+
+    // The key set changed: the token is checked again, and its key is gone.
+    ring.generation.fetch_add(1, Ordering::AcqRel);
+    let refused = verifier.verify(&token).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            identity::AuthError::Invalid(identity::Invalid::UnknownKey)
+        ),
+        "{refused:?}"
+    );
+}

@@ -1,11 +1,12 @@
 //! Who is calling.
 //!
 //! Other services use `identity::CurrentUser`, which keeps a local copy of the user from the
-//! token's claims. Auth *is* the source of those claims: here the signed-in user is read from
-//! auth's own table on every request (never written from a token), so a role removed a
-//! second ago is already gone, and a deleted or disabled account is refused even while its
-//! last token is still unexpired. Tokens are verified (and revocation checked) by the same
-//! `identity::Identity` every service uses.
+//! token's claims. Auth *is* the source of those claims: here the signed-in user is the account
+//! as it is now in auth's own table, never a token's copy ([`crate::accounts`]: cached, and the
+//! copy dropped by the database on every change), so a role removed a second ago is already
+//! gone, and a deleted or disabled account is refused even while its last token is still
+//! unexpired. Tokens are verified (and revocation checked) by the same `identity::Identity`
+//! every service uses.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::sessions::Origin;
-use crate::store::users::{self, UserRow};
+use crate::store::users::UserRow;
 
 /// The caller's address and user agent (for rate limits, sessions and the audit log).
 #[derive(Debug, Clone, Default)]
@@ -103,9 +104,6 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(signed_in) = parts.extensions.get::<SignedIn>() {
-            return Ok(signed_in.clone());
-        }
         let state = AppState::from_ref(state);
         let claims = state
             .identity
@@ -113,13 +111,13 @@ where
             .await?;
         identity::refuse_service_tokens(&claims)?;
         kit::telemetry::record_user(claims.sub);
-        let user = users::find(&state.db, claims.sub)
+        let user = state
+            .accounts
+            .find(claims.sub)
             .await?
             .ok_or_else(|| ApiError::unauthorized("This account does not exist."))?;
         identity::refuse_unusable_account(user.is_deleted(), user.is_active)?;
-        let signed_in = SignedIn { user, claims };
-        parts.extensions.insert(signed_in.clone());
-        Ok(signed_in)
+        Ok(SignedIn { user, claims })
     }
 }
 

@@ -2,14 +2,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use kit::{ApiResult, FieldErrors, Json};
+use kit::{ApiError, ApiResult, FieldErrors, Json};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{AppState, Client, SignedIn, User};
-use crate::domain::{DisplayName, Password};
+use crate::domain::{DisplayName, Email, Password};
 use crate::events;
 use crate::passwords::Verdict;
 use crate::store::audit::{self, Entry};
@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_me, update_me))
         .routes(routes!(change_password))
+        .routes(routes!(change_email))
 }
 
 /// Your account.
@@ -77,6 +78,7 @@ async fn update_me(
     .await?;
     events::updated(&mut tx, &row, user.uuid).await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     Ok(Json(row.into()))
 }
 
@@ -154,6 +156,98 @@ async fn change_password(
     )
     .await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     tracing::info!(user = %user.uuid, sessions_ended = ended, "password changed");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmail {
+    #[schema(schema_with = super::schemas::email)]
+    pub new_email: String,
+    /// Your current password: whoever holds a token alone cannot move the account.
+    #[schema(schema_with = super::schemas::presented_password)]
+    pub password: String,
+}
+
+/// Change your email address: a link is mailed to the new address, and the change happens when
+/// it is followed (`POST /email/change/confirm`); until then the account keeps its address. The
+/// old address is told once the change is made. A new request voids the previous link. Wrong
+/// password: 422 with `errors.password`; guesses count against the sign-in rate limit.
+#[utoipa::path(
+    post, path = "/me/email", tag = "accounts",
+    request_body = ChangeEmail,
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 202, description = "The link is on its way to the new address"),
+        (status = 403, description = "A service token (`forbidden`), or a disabled account (`account_disabled`)", body = kit::Problem),
+        (status = 409, description = "Another account has this address (`email_taken`)", body = kit::Problem),
+        (status = 422, description = "An invalid or unchanged address (`errors.new_email`), or a wrong password (`errors.password`)", body = kit::Problem),
+        (status = 429, body = kit::Problem),
+    )
+)]
+async fn change_email(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    client: Client,
+    Json(input): Json<ChangeEmail>,
+) -> ApiResult<StatusCode> {
+    let user = &signed_in.user;
+    let mut errors = FieldErrors::default();
+    let new_email = errors.take("new_email", Email::parse(&input.new_email));
+    if new_email.as_ref().is_some_and(|e| e.as_str() == user.email) {
+        errors.add("new_email", "is your current address");
+    }
+    let password = Password::presented(input.password);
+    if password.is_none() {
+        errors.add("password", "is not your current password");
+    }
+    errors.into_result()?;
+    let (Some(new_email), Some(password)) = (new_email, password) else {
+        return Err(FieldErrors::default().into());
+    };
+    let app = &state.settings.app;
+    let current = Email::parse(&user.email).ok();
+    state
+        .limits
+        .hit("token", &app.rate_limits.token, client.ip, current.as_ref())
+        .await?;
+    if state
+        .hasher
+        .verify(&password, user.password_hash.as_deref())
+        .await?
+        == Verdict::Mismatch
+    {
+        let entry = Entry::failure("email_change_requested", "wrong_password", Some(user.uuid))
+            .from_ip(client.ip_text());
+        audit::record(&state.db, &entry).await?;
+        let mut errors = FieldErrors::default();
+        errors.add("password", "is not your current password");
+        return Err(errors.into());
+    }
+    if users::find_by_email(&state.db, &new_email).await?.is_some() {
+        return Err(ApiError::conflict(
+            "email_taken",
+            "An account with this email already exists.",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    crate::events::request_email_change(
+        &mut tx,
+        user,
+        new_email.as_str(),
+        app.verify_email_ttl,
+        &app.change_email_url,
+    )
+    .await?;
+    audit::record(
+        &mut *tx,
+        &Entry::success("email_change_requested", Some(user.uuid), Some(user.uuid))
+            .from_ip(client.ip_text())
+            .with_detail(serde_json::json!({"to": new_email.as_str()})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::ACCEPTED)
 }

@@ -1,10 +1,12 @@
 //! The service's HTTP API: one module per resource, each with its own `router()`, all under
 //! `/api/auth/v1`, plus the key set at `/.well-known/jwks.json`.
 
+mod audit;
 mod email;
 mod extract;
 mod jwks;
 mod me;
+mod metadata;
 mod password;
 mod schemas;
 mod session;
@@ -13,6 +15,7 @@ mod tickets;
 mod token;
 mod users;
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
@@ -23,9 +26,10 @@ use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::keys::KeyRing;
-use crate::passwords::Hasher;
+use crate::passwords::{Hasher, Pool};
 use crate::ratelimit::RateLimiter;
 use crate::sessions::Sessions;
 use crate::tickets::Tickets;
@@ -33,10 +37,24 @@ use crate::tickets::Tickets;
 pub use extract::{Admin, Client, SignedIn};
 pub use users::User;
 
-/// What handlers share, built once by the service's `start`.
+/// What handlers share, built once by the service's `start`. Every extractor takes its own
+/// copy of the state, so a copy is one shared pointer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub db: PgPool,
+    /// The signed-in account, as it is now, for every authenticated request.
+    pub accounts: Arc<Accounts>,
     pub settings: Arc<Settings<Config>>,
     /// Verifies the tokens this service signed, with revocation checked in Redis, exactly as
     /// every other service does.
@@ -51,6 +69,9 @@ pub struct AppState {
     /// shutdown.
     pub tasks: TaskTracker,
 }
+
+/// Connections kept for reading the signed-in account (at most half the pool's).
+const ACCOUNT_READ_CONNECTIONS: u32 = 4;
 
 impl FromRef<AppState> for Identity {
     fn from_ref(state: &AppState) -> Self {
@@ -69,9 +90,7 @@ impl AppState {
             )
         })?;
         let redis = kit::redis::connect(url)?;
-        let lookup = keys.clone();
-        let verifier =
-            identity::Verifier::with_key_lookup(move |kid| lookup.public_key(kid), &settings.auth);
+        let verifier = identity::Verifier::with_key_source(Arc::new(keys.clone()), &settings.auth);
         let revocations = identity::Revocations::new(
             url,
             settings.auth.revocation_timeout,
@@ -79,18 +98,29 @@ impl AppState {
         )?
         .with_prefix(settings.auth.revocation_prefix.clone());
         let identity = Identity::with_parts(verifier, Some(revocations), resources.db.clone());
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             db: resources.db.clone(),
+            accounts: Arc::new(Accounts::new(
+                resources.db.clone(),
+                (settings.database.max_connections / 2).min(ACCOUNT_READ_CONNECTIONS) as usize,
+                app.account_cache_ttl,
+            )),
             identity,
             sessions: Sessions::new(settings.clone(), keys.clone(), redis.clone()),
             keys,
-            hasher: Hasher::new(app.argon2, app.hashing_concurrency)?,
+            hasher: Hasher::new(
+                app.argon2,
+                Pool {
+                    workers: app.hashing_concurrency,
+                    nice: app.hashing_nice,
+                },
+            )?,
             limits: RateLimiter::new(redis.clone(), &app.redis_prefix, app.rate_limits.enabled),
             tickets: Tickets::new(redis.clone(), &app.redis_prefix),
             redis,
             tasks: resources.tasks.clone(),
             settings,
-        })
+        })))
     }
 
     /// Runs `work` on the service's task tracker (awaited at shutdown) with the current request
@@ -123,7 +153,8 @@ pub fn invalid_token() -> ApiError {
     )
 }
 
-/// Every route: the API under `/api/auth/v1`, and the key set at `/.well-known/jwks.json`.
+/// Every route: the API under `/api/auth/v1`, the key set at `/.well-known/jwks.json` and the
+/// OAuth metadata at `/.well-known/oauth-authorization-server`.
 pub fn router() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .merge(signup::router())
@@ -133,9 +164,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(email::router())
         .merge(password::router())
         .merge(users::router())
+        .merge(audit::router())
         .merge(jwks::api_router())
         .merge(tickets::router());
     OpenApiRouter::with_openapi(token::document())
         .nest("/api/auth/v1", api)
         .merge(jwks::well_known_router())
+        .merge(metadata::well_known_router())
 }

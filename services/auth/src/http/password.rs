@@ -142,6 +142,7 @@ async fn reset_password(
     )
     .await?;
     tx.commit().await?;
+    state.accounts.forget(user.uuid);
     tracing::info!(user = %user.uuid, "password reset");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -370,6 +370,9 @@ async fn password_grant(state: &AppState, client: &Client, input: TokenRequest) 
     )
     .await?;
     tx.commit().await?;
+    if new_hash.is_some() {
+        state.accounts.forget(user.uuid);
+    }
     tracing::info!(user = %user.uuid, "signed in");
     Ok(issued)
 }

@@ -268,6 +268,7 @@ async fn update_user(
     }
     events::updated(&mut tx, &row, admin.user.uuid).await?;
     tx.commit().await?;
+    state.accounts.forget(row.uuid);
     tracing::info!(user = %row.uuid, roles = ?row.roles, is_active = row.is_active, "user updated by an admin");
     Ok(Json(row.into()))
 }
@@ -316,6 +317,7 @@ async fn delete_user(
     .await?;
     events::deleted(&mut tx, &row, admin.user.uuid).await?;
     tx.commit().await?;
+    state.accounts.forget(row.uuid);
     tracing::info!(user = %row.uuid, "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -351,6 +353,7 @@ async fn restore_user(
     .await?;
     events::restored(&mut tx, &row, admin.user.uuid).await?;
     tx.commit().await?;
+    state.accounts.forget(row.uuid);
     tracing::info!(user = %row.uuid, "user restored");
     Ok(Json(row.into()))
 }

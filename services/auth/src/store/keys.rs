@@ -3,19 +3,34 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct KeyRow {
     pub kid: String,
-    pub private_key: Vec<u8>,
+    /// PKCS#8 in clear: only in rows an older release wrote and no instance has sealed yet.
+    pub private_key: Option<Vec<u8>>,
+    /// `nonce || ciphertext || tag` under the key-encryption key `kek_id` (see `crate::kek`).
+    pub sealed_private_key: Option<Vec<u8>>,
+    pub kek_id: Option<String>,
     pub public_key: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub activates_at: DateTime<Utc>,
     pub retired_at: Option<DateTime<Utc>>,
 }
 
+impl std::fmt::Debug for KeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRow")
+            .field("kid", &self.kid)
+            .field("kek_id", &self.kek_id)
+            .field("activates_at", &self.activates_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
 macro_rules! columns {
     () => {
-        "kid, private_key, public_key, created_at, activates_at, retired_at"
+        "kid, private_key, sealed_private_key, kek_id, public_key, created_at, activates_at, retired_at"
     };
 }
 
@@ -57,20 +72,43 @@ pub async fn has_current(db: impl PgExecutor<'_>) -> sqlx::Result<bool> {
         .await
 }
 
+/// Inserts a key whose private half is sealed with the key-encryption key `kek_id`.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     kid: &str,
-    private_der: &[u8],
+    sealed_private_key: &[u8],
+    kek_id: &str,
     public: &[u8],
     activates_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO signing_keys (kid, private_key, public_key, activates_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO signing_keys (kid, sealed_private_key, kek_id, public_key, activates_at)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(kid)
-    .bind(private_der)
+    .bind(sealed_private_key)
+    .bind(kek_id)
     .bind(public)
     .bind(activates_at)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Stores key `kid`'s private half sealed with `kek_id`, and forgets any plaintext copy.
+pub async fn store_sealed(
+    db: impl PgExecutor<'_>,
+    kid: &str,
+    sealed_private_key: &[u8],
+    kek_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE signing_keys SET sealed_private_key = $2, kek_id = $3, private_key = NULL
+         WHERE kid = $1",
+    )
+    .bind(kid)
+    .bind(sealed_private_key)
+    .bind(kek_id)
     .execute(db)
     .await
     .map(|_| ())

@@ -1,4 +1,5 @@
-//! Email-verification and password-reset tokens: single-use, expiring, stored hashed.
+//! Email-verification, password-reset and email-change tokens: single-use, expiring, stored
+//! hashed.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -10,6 +11,8 @@ use crate::domain::TokenDigest;
 pub enum Purpose {
     VerifyEmail,
     ResetPassword,
+    /// The token's `email` is the new address.
+    ChangeEmail,
 }
 
 impl Purpose {
@@ -17,6 +20,7 @@ impl Purpose {
         match self {
             Purpose::VerifyEmail => "verify_email",
             Purpose::ResetPassword => "reset_password",
+            Purpose::ChangeEmail => "change_email",
         }
     }
 }

@@ -178,6 +178,20 @@ pub async fn set_password_hash(db: impl PgExecutor<'_>, id: i64, hash: &str) -> 
         .map(|_| ())
 }
 
+/// Sets a new address, verified (the user followed a link sent to it); a taken address violates
+/// `users_email_key`.
+pub async fn set_email(db: impl PgExecutor<'_>, id: i64, email: &str) -> sqlx::Result<UserRow> {
+    sqlx::query_as(concat!(
+        "UPDATE users SET email = $2, email_verified_at = now(), updated_at = now()
+         WHERE id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(email)
+    .fetch_one(db)
+    .await
+}
+
 /// Marks the email verified (kept as it was if already verified).
 pub async fn mark_email_verified(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
     sqlx::query(

@@ -280,3 +280,98 @@ async fn changing_the_password_keeps_this_session_and_ends_the_others() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_email_change_is_confirmed_from_the_new_address_and_the_old_one_is_told() {
+    let auth = spawn().await;
+    let person = verified_person(&auth, "mover").await;
+    let tokens = sign_in(&auth, &person.email, &person.password).await;
+    let as_person = auth.with_token(&access(&tokens));
+    let path = format!("{API}/me/email");
+    let new_email = unique_email("moved");
+
+    // The password is asked for; the new address must be new and free.
+    let wrong = as_person
+        .post_json(
+            &path,
+            &json!({"new_email": new_email, "password": "not my password"}),
+        )
+        .await;
+    assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = json(wrong).await;
+    assert!(problem["errors"]["password"].is_array(), "{problem}");
+    let same = as_person
+        .post_json(
+            &path,
+            &json!({"new_email": person.email.to_uppercase(), "password": person.password}),
+        )
+        .await;
+    assert_eq!(same.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let other = verified_person(&auth, "occupant").await;
+    let taken = as_person
+        .post_json(
+            &path,
+            &json!({"new_email": other.email, "password": person.password}),
+        )
+        .await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    assert_eq!(json::<Value>(taken).await["code"], "email_taken");
+
+    let requested = as_person
+        .post_json(
+            &path,
+            &json!({"new_email": new_email, "password": person.password}),
+        )
+        .await;
+    assert_eq!(requested.status(), StatusCode::ACCEPTED);
+    // The link goes to the new address; until it is followed, nothing changes.
+    let mail = wait_for_event(&auth, "auth.email.change_requested", &new_email).await;
+    assert_eq!(mail["old_email"], person.email.as_str());
+    assert!(
+        mail["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(mail["token"].as_str().unwrap())
+    );
+    let me: Value = json(as_person.get(&format!("{API}/me")).await).await;
+    assert_eq!(me["email"], person.email.as_str());
+    sign_in(&auth, &person.email, &person.password).await;
+
+    let confirmed = post(
+        &auth,
+        "/email/change/confirm",
+        json!({"token": mail["token"]}),
+    )
+    .await;
+    assert_eq!(confirmed.status(), StatusCode::NO_CONTENT);
+    let me: Value = json(as_person.get(&format!("{API}/me")).await).await;
+    assert_eq!(me["email"], new_email.as_str());
+    assert_eq!(me["email_verified"], true);
+    sign_in(&auth, &new_email, &person.password).await;
+    let old = token(
+        &auth,
+        json!({"grant_type": "password", "email": person.email, "password": person.password}),
+    )
+    .await;
+    assert_eq!(old.status(), StatusCode::BAD_REQUEST);
+    // The old address is told; every service learns the new one.
+    let notice = wait_for_event(&auth, "auth.email.changed", &person.email).await;
+    assert_eq!(notice["new_email"], new_email.as_str());
+    let updated = latest_event(&auth, "auth.user.updated", &new_email)
+        .await
+        .expect("auth.user.updated with the new address");
+    assert_eq!(updated["user"], person.id.as_str());
+    assert_eq!(
+        audit(&auth, "email_changed", &person.id).await,
+        [("success".to_owned(), None)]
+    );
+    // The link works once.
+    let again = post(
+        &auth,
+        "/email/change/confirm",
+        json!({"token": mail["token"]}),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json::<Value>(again).await["code"], "invalid_token");
+}

@@ -257,3 +257,164 @@ async fn deleted_users_cannot_sign_in_and_can_be_restored() {
     assert_eq!(audit(&auth, "user_deleted", CLEO).await.len(), 1);
     assert_eq!(audit(&auth, "user_restored", CLEO).await.len(), 1);
 }
+
+#[tokio::test]
+async fn role_changes_reach_cached_accounts_at_once() {
+    // Copies of accounts would serve an hour: only the drops on change can refresh them.
+    let auth = spawn_with(|s| {
+        s.populate.scenario = Some("demo".into());
+        s.app.account_cache_ttl = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let ada = access(&sign_in(&auth, "ada@hatchery.test", "hatchery-ada").await);
+    let as_ada = auth.with_token(&ada);
+    let bob = access(&sign_in(&auth, "bob@hatchery.test", "hatchery-bob").await);
+    let as_bob = auth.with_token(&bob);
+    let users = format!("{API}/users");
+    // Bob's account is read (and kept): no admin role.
+    assert_eq!(as_bob.get(&users).await.status(), StatusCode::FORBIDDEN);
+
+    // Granted through this instance: Bob's token (issued before, without the role) opens the
+    // admin routes on his very next request.
+    let granted = as_ada
+        .patch_json(&format!("{API}/users/{BOB}"), &json!({"roles": ["admin"]}))
+        .await;
+    assert_eq!(granted.status(), StatusCode::OK);
+    assert_eq!(as_bob.get(&users).await.status(), StatusCode::OK);
+
+    // Removed elsewhere (another instance, or by hand), his session untouched: the database
+    // announces the change when it commits, and the kept copy goes.
+    let started = std::time::Instant::now();
+    sqlx::query("UPDATE users SET roles = '{}' WHERE uuid = $1::uuid")
+        .bind(BOB)
+        .execute(&auth.db)
+        .await
+        .unwrap();
+    testkit::eventually(
+        "the removed role gone",
+        std::time::Duration::from_secs(5),
+        || async { (as_bob.get(&users).await.status() == StatusCode::FORBIDDEN).then_some(()) },
+    )
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let me: Value = json(as_bob.get(&format!("{API}/me")).await).await;
+    assert_eq!(me["roles"], json!([]));
+
+    // Removed through the API: his sessions end as well, so the next request is refused.
+    as_ada
+        .patch_json(&format!("{API}/users/{BOB}"), &json!({"roles": ["admin"]}))
+        .await;
+    as_ada
+        .patch_json(&format!("{API}/users/{BOB}"), &json!({"roles": []}))
+        .await;
+    assert_eq!(me_status(&auth, &bob).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn admins_read_the_audit_log_filtered_and_in_pages() {
+    let (auth, ada) = with_admin().await;
+    let as_ada = auth.with_token(&ada);
+    let person = verified_person(&auth, "audited").await;
+    for _ in 0..2 {
+        let refused = token(
+            &auth,
+            json!({"grant_type": "password", "email": person.email, "password": "wrong guess"}),
+        )
+        .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    }
+    let signed_in = sign_in(&auth, &person.email, &person.password).await;
+    let list = |query: String| {
+        let as_ada = &as_ada;
+        async move {
+            let response = as_ada.get(&format!("{API}/audit{query}")).await;
+            let status = response.status();
+            (status, json::<Value>(response).await)
+        }
+    };
+
+    // One user's sign-ins, newest first.
+    let (status, logins) = list(format!("?user={}&action=login", person.id)).await;
+    assert_eq!(status, StatusCode::OK, "{logins}");
+    let outcomes: Vec<&str> = logins["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["success", "failure", "failure"]);
+    let newest = &logins["items"][0];
+    assert_eq!(newest["subject"], person.id.as_str());
+    assert_eq!(newest["actor"], person.id.as_str());
+    assert_eq!(newest["ip"], "127.0.0.1");
+    assert!(newest["request_id"].is_string());
+    let (_, failures) = list(format!("?user={}&outcome=failure", person.id)).await;
+    assert!(
+        failures["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["reason"] == "wrong_password")
+    );
+    assert_eq!(failures["items"].as_array().unwrap().len(), 2);
+
+    // Keyset pages of one entry: the same entries, each once, in the same order.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = list(format!(
+            "?user={}&action=login&limit=1&cursor={cursor}",
+            person.id
+        ))
+        .await;
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, logins["items"].as_array().unwrap().clone());
+
+    // A time range: no sign-in before the first, only the signup and the verification.
+    let first_at = logins["items"][2]["at"].as_str().unwrap().to_owned();
+    let at = chrono::DateTime::parse_from_rfc3339(&first_at).unwrap();
+    let before = (at - chrono::Duration::milliseconds(1)).to_rfc3339();
+    let (_, none) = list(format!(
+        "?user={}&action=login&until={}",
+        person.id,
+        urlencode(&before)
+    ))
+    .await;
+    assert_eq!(none["items"], json!([]));
+    let (_, earlier) = list(format!("?user={}&until={}", person.id, urlencode(&before))).await;
+    let actions: Vec<&str> = earlier["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["email_verified", "signup"]);
+    let (_, since) = list(format!(
+        "?user={}&action=login&since={}",
+        person.id,
+        urlencode(&first_at)
+    ))
+    .await;
+    assert_eq!(since["items"].as_array().unwrap().len(), 3);
+
+    // Bad filters are named; only admins read the log.
+    let (status, problem) = list("?user=nobody&since=yesterday&outcome=maybe".into()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["user", "since", "outcome"] {
+        assert!(problem["errors"][field].is_array(), "{field}: {problem}");
+    }
+    let as_person = auth.with_token(&access(&signed_in));
+    assert_eq!(
+        as_person.get(&format!("{API}/audit")).await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace('+', "%2B").replace(':', "%3A")
+}

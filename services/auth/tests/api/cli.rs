@@ -102,7 +102,9 @@ async fn keys_rotate_and_clients_create_from_the_command_line() {
     let (output, _, stderr) = run(binary().arg("migrate").env("AUTH__DATABASE__URL", db.url()));
     assert!(output.status.success(), "{stderr}");
     let pool = db.pool().await;
-    auth::keys::ensure_active(&pool).await.unwrap();
+    auth::keys::ensure_active(&pool, &development_keks())
+        .await
+        .unwrap();
 
     let (output, stdout, stderr) = run(binary()
         .args(["keys", "rotate"])
@@ -259,4 +261,125 @@ async fn serves_the_demo_logins_and_exits_0_on_sigterm() {
     child.terminate();
     let status = child.exit_status().await;
     assert_eq!(status.code(), Some(0));
+}
+
+/// `serve` with `kek` (and `previous`) on `db`, expected to stop at start: its stderr.
+fn serve_refused(db: &TestDb, kek: &str, extra: &[(&str, &str)]) -> String {
+    let mut command = binary();
+    command
+        .arg("serve")
+        .env("AUTH__DATABASE__URL", db.url())
+        .env("AUTH__HTTP__PORT", "0")
+        .env("AUTH__REDIS__URL", redis_url())
+        .env("AUTH__APP__KEY_ENCRYPTION_KEY", kek);
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    let (output, _, stderr) = run(&mut command);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn keys_are_sealed_rotated_to_a_new_kek_and_a_wrong_kek_stops_the_start() {
+    use auth::kek::Kek;
+    let db = TestDb::create().await;
+    let (output, _, stderr) = run(binary().arg("migrate").env("AUTH__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stderr}");
+    let pool = db.pool().await;
+    // A key an older release stored in clear.
+    let legacy = identity::SigningKey::generate("20261101-legacy").unwrap();
+    sqlx::query("INSERT INTO signing_keys (kid, private_key, public_key) VALUES ($1, $2, $3)")
+        .bind(legacy.kid())
+        .bind(legacy.pkcs8_der())
+        .bind(legacy.public_key().as_bytes().as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (first, second) = (Kek::generate().unwrap(), Kek::generate().unwrap());
+    let (first_id, second_id) = (
+        Kek::parse(&first).unwrap().id().to_owned(),
+        Kek::parse(&second).unwrap().id().to_owned(),
+    );
+    let keys = |args: &[&str], kek: &str, previous: Option<&str>| {
+        let mut command = binary();
+        command
+            .arg("keys")
+            .args(args)
+            .env("AUTH__DATABASE__URL", db.url())
+            .env("AUTH__APP__KEY_ENCRYPTION_KEY", kek);
+        if let Some(previous) = previous {
+            command.env("AUTH__APP__PREVIOUS_KEY_ENCRYPTION_KEY", previous);
+        }
+        let (output, stdout, stderr) = run(&mut command);
+        assert!(output.status.success(), "keys {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    let stored = || async {
+        sqlx::query_as::<_, (Option<Vec<u8>>, Option<String>)>(
+            "SELECT private_key, kek_id FROM signing_keys",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert!(keys(&["list"], &first, None).contains("STORED IN CLEAR"));
+    let sealed = keys(&["reencrypt"], &first, None);
+    assert!(
+        sealed.contains("sealed 1 key(s) stored in clear"),
+        "{sealed}"
+    );
+    assert_eq!(stored().await, (None, Some(first_id.clone())));
+
+    // Another key-encryption key cannot open it: the start stops and says which is needed.
+    let refused = serve_refused(&db, &second, &[]);
+    assert!(
+        refused.contains(&first_id)
+            && refused.contains(&second_id)
+            && refused.contains("app.key_encryption_key"),
+        "{refused}"
+    );
+    // Neither can a value that is no key-encryption key.
+    let malformed = serve_refused(&db, "c2hvcnQ=", &[]);
+    assert!(
+        malformed.contains("app.key_encryption_key") && malformed.contains("32"),
+        "{malformed}"
+    );
+
+    // Rotation: the new key with the old one as previous re-encrypts every key...
+    let moved = keys(&["reencrypt"], &second, Some(&first));
+    assert!(moved.contains("re-encrypted 1 key(s)"), "{moved}");
+    assert_eq!(stored().await, (None, Some(second_id.clone())));
+    assert!(keys(&["list"], &second, None).contains(&second_id));
+    // ...after which the old one alone no longer starts the service.
+    let refused = serve_refused(&db, &first, &[]);
+    assert!(refused.contains(&second_id), "{refused}");
+    // The key itself never changed: it is the same private key, now sealed differently.
+    let (sealed, kid): (Vec<u8>, String) =
+        sqlx::query_as("SELECT sealed_private_key, kid FROM signing_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let opened = Kek::parse(&second).unwrap().open(&kid, &sealed).unwrap();
+    assert_eq!(opened, legacy.pkcs8_der());
+
+    // Production has no built-in key-encryption key.
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("AUTH__ENVIRONMENT", "production")
+        .env(
+            "AUTH__AUTH__JWKS_URL",
+            "http://127.0.0.1:8001/.well-known/jwks.json",
+        )
+        .env("AUTH__AMQP__URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .env("AUTH__REDIS__URL", redis_url())
+        .env("AUTH__DATABASE__URL", db.url())
+        .env("AUTH__HTTP__PORT", "0"));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("app.key_encryption_key") && stderr.contains("required in production"),
+        "{stderr}"
+    );
+    let generated = keys(&["generate-kek"], &second, None);
+    assert!(Kek::parse(generated.trim()).is_ok(), "{generated}");
 }

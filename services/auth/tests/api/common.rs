@@ -35,6 +35,11 @@ pub fn cheap_hashing() -> Argon2Settings {
     }
 }
 
+/// The key-encryption keys of a service started without `app.key_encryption_key` (development).
+pub fn development_keks() -> auth::kek::Keks {
+    auth::kek::Keks::new(auth::kek::Kek::development(), None)
+}
+
 /// A running auth service and the settings it runs with.
 pub struct Auth {
     pub app: TestApp,

@@ -147,3 +147,52 @@ async fn logins_hash_off_the_runtime_so_other_requests_are_not_stalled() {
         "a health probe took {worst_probe:?} while six logins took {logins_took:?}"
     );
 }
+
+#[tokio::test]
+async fn without_redis_the_same_limits_are_counted_in_the_process() {
+    let proxy = testkit::FaultProxy::start("127.0.0.1:6379").await;
+    let url = proxy.url(&redis_url());
+    let auth = spawn_with(move |s| {
+        s.redis.url = Some(kit::SecretUrl::new(url));
+        s.app.rate_limits.token.per_email = 3;
+    })
+    .await;
+    let person = verified_person(&auth, "redis-down").await;
+    // Redis goes away (for this service alone).
+    proxy.refuse(true);
+    proxy.cut_all();
+    let attempt = || {
+        token(
+            &auth,
+            json!({"grant_type": "password", "email": person.email, "password": "guess guess"}),
+        )
+    };
+    for n in 1..=3 {
+        assert_eq!(
+            attempt().await.status(),
+            StatusCode::BAD_REQUEST,
+            "attempt {n}"
+        );
+    }
+    let limited = attempt().await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 0 && retry_after <= 15 * 60, "{retry_after}");
+    // The right password waits too; another account is not locked out.
+    let right = token(
+        &auth,
+        json!({"grant_type": "password", "email": person.email, "password": person.password}),
+    )
+    .await;
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    let other = token(
+        &auth,
+        json!({"grant_type": "password", "email": unique_email("nobody"), "password": "guess guess"}),
+    )
+    .await;
+    assert_eq!(other.status(), StatusCode::BAD_REQUEST);
+}

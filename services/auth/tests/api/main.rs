@@ -10,6 +10,7 @@ mod demo;
 mod events;
 mod keys;
 mod limits;
+mod oauth_client;
 mod recovery;
 mod service_client;
 mod sessions;

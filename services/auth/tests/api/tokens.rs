@@ -282,3 +282,26 @@ async fn client_credentials_issue_service_tokens_without_refresh_tokens() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn the_authorization_server_metadata_describes_the_token_endpoint_and_keys() {
+    let auth = spawn().await;
+    let metadata: Value = json(auth.get("/.well-known/oauth-authorization-server").await).await;
+    assert_eq!(metadata["issuer"], auth.settings.auth.issuer.as_str());
+    assert_eq!(
+        metadata["token_endpoint"],
+        format!("{}{API}/token", auth.base_url).as_str()
+    );
+    assert_eq!(
+        metadata["grant_types_supported"],
+        json!(["password", "refresh_token", "client_credentials"])
+    );
+    assert_eq!(
+        metadata["token_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    // The key set is where it says.
+    let jwks_uri = metadata["jwks_uri"].as_str().unwrap();
+    let jwks: Value = json(auth.client.get(jwks_uri).send().await.unwrap()).await;
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+}
