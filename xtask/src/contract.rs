@@ -14,7 +14,7 @@
 //! counters under a fresh Redis prefix, and stopped at the end.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,7 @@ pub fn contract(root: &Path, options: &ContractOptions) -> Result<i32> {
             .collect()
     };
     let work = util::target_dir(root).join("contract");
-    let venv = ensure_tools(&work)?;
+    let venv = crate::venv::ensure(&work, REQUIREMENTS, "bin/st", "schemathesis")?;
 
     // Auth issues the token; the broker validates tickets there: start it alongside.
     let mut needed = selected.clone();
@@ -226,40 +226,6 @@ fn isolated_env(service: &Service, run_id: &str) -> Vec<(String, String)> {
         env.push((service.env("APP__REDIS_PREFIX"), format!("auth:{run_id}")));
     }
     env
-}
-
-/// The virtualenv with the pinned tools, made or updated when the pins changed.
-fn ensure_tools(work: &Path) -> Result<PathBuf> {
-    let venv = work.join("venv");
-    let marker = venv.join("hatchery-requirements.txt");
-    let wanted = REQUIREMENTS.join("\n");
-    if std::fs::read_to_string(&marker).is_ok_and(|have| have == wanted)
-        && venv.join("bin/st").is_file()
-    {
-        return Ok(venv);
-    }
-    let python = ["python3", "python"]
-        .into_iter()
-        .find_map(util::which)
-        .context(
-            "python3 is needed to install schemathesis (e.g. `apt-get install python3-venv`)",
-        )?;
-    println!(
-        "==> installing {} into {}",
-        REQUIREMENTS.join(" "),
-        venv.display()
-    );
-    std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
-    util::run(Command::new(&python).arg("-m").arg("venv").arg(&venv))
-        .context("cannot create the virtualenv (on Debian: `apt-get install python3-venv`)")?;
-    util::run(
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(REQUIREMENTS),
-    )?;
-    std::fs::write(&marker, wanted)
-        .with_context(|| format!("cannot write {}", marker.display()))?;
-    Ok(venv)
 }
 
 /// Signs in as the demo admin; the access token.

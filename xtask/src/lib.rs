@@ -10,6 +10,7 @@ pub mod contract;
 pub mod generator;
 pub mod http;
 pub mod infra;
+pub mod localstripe;
 pub mod manifest;
 pub mod procs;
 pub mod rewrite;
@@ -17,5 +18,6 @@ pub mod services;
 pub mod testing;
 pub mod up;
 pub mod util;
+pub mod venv;
 
 pub use generator::{NewService, new_service};

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, contract, generator, infra, services, testing, up, util};
+use xtask::{bench, contract, generator, infra, localstripe, services, testing, up, util};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +22,8 @@ struct Cli {
 enum Cmd {
     /// List the discovered services: name, port, path.
     Services,
-    /// Make Postgres, Redis, RabbitMQ and the SMTP sink reachable on 127.0.0.1.
+    /// Make Postgres, Redis, RabbitMQ and the SMTP sink reachable on 127.0.0.1, and install
+    /// the test tools (localstripe) under target/.
     Infra,
     /// Build and run every service with merged logs until Ctrl-C.
     Up {
@@ -67,7 +68,7 @@ enum Cmd {
         port: Option<u16>,
     },
     /// Benchmark a service (start-to-ready, idle RSS), the test `suite`, or a component:
-    /// `bus`, `identity`, `auth`, `broker` (release builds printing their own numbers).
+    /// `bus`, `identity`, `auth`, `broker`, `payments` (release builds printing their own numbers).
     Bench {
         /// A service name (e.g. `template`) or `suite`.
         target: String,
@@ -104,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Infra => {
             infra::ensure(&root, infra::Smtp::Background)?;
+            localstripe::ensure(&root)?;
             Ok(0)
         }
         Cmd::Up {

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::contract::{self, ContractOptions};
 use crate::infra::{self, Smtp};
+use crate::localstripe;
 use crate::util;
 
 struct Step {
@@ -51,7 +52,9 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
 
     println!("==> infra");
     let started = Instant::now();
-    let infra = infra::ensure(root, Smtp::Skip);
+    // The payments tests' fake Stripe is part of what the suite needs.
+    let infra =
+        infra::ensure(root, Smtp::Skip).and_then(|()| localstripe::ensure(root).map(|_| ()));
     steps.push(Step {
         name: "infra",
         took: started.elapsed(),

@@ -17,8 +17,14 @@ fn bad_settings_exit_2_naming_the_key() {
         binary,
         &["check"],
         &[
-            ("PAYMENTS__APP__MAX_BODY_CHARS", "-1", "app.max_body_chars"),
-            ("PAYMENTS__APP__MAX_BODY_CHAR", "1", "max_body_char"),
+            ("PAYMENTS__APP__MAX_AMOUNT", "-1", "app.max_amount"),
+            ("PAYMENTS__APP__PROVIDER", "paypal", "app.provider"),
+            (
+                "PAYMENTS__APP__RECONCILE__INTERVAL",
+                "soon",
+                "app.reconcile.interval",
+            ),
+            ("PAYMENTS__APP__MAX_AMOUN", "1", "max_amoun"),
             ("PAYMENTS__HTTP__PORT", "eighty", "http.port"),
         ],
     );
@@ -26,10 +32,13 @@ fn bad_settings_exit_2_naming_the_key() {
 
 #[test]
 fn secrets_never_reach_the_output() {
-    let (output, stdout, stderr) = run(binary().arg("check").env(
-        "PAYMENTS__DATABASE__URL",
-        "postgres://app:hunter2secret@127.0.0.1:1/payments",
-    ));
+    let (output, stdout, stderr) = run(binary()
+        .arg("check")
+        .env(
+            "PAYMENTS__DATABASE__URL",
+            "postgres://app:hunter2secret@127.0.0.1:1/payments",
+        )
+        .env("PAYMENTS__APP__STRIPE__API_KEY", "sk_live_hunter2secret"));
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stdout.contains("database") && stdout.contains("DOWN"),
@@ -39,6 +48,33 @@ fn secrets_never_reach_the_output() {
         !stdout.contains("hunter2secret") && !stderr.contains("hunter2secret"),
         "{stdout}{stderr}"
     );
+}
+
+/// A provider that cannot be used stops the start, saying which setting to fix; the test
+/// provider never runs in production.
+#[tokio::test]
+async fn an_unusable_provider_stops_the_start() {
+    let db = TestDb::create().await;
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("PAYMENTS__DATABASE__URL", db.url())
+        .env("PAYMENTS__HTTP__PORT", "0")
+        .env("PAYMENTS__APP__PROVIDER", "stripe"));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("app.stripe.api_key"), "{stderr}");
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("PAYMENTS__ENVIRONMENT", "production")
+        .env("PAYMENTS__AUTH__PUBLIC_KEY", testkit::tokens::public_key())
+        .env("PAYMENTS__DATABASE__URL", db.url())
+        .env("PAYMENTS__HTTP__PORT", "0")
+        .env("PAYMENTS__REDIS__URL", "redis://127.0.0.1:6379")
+        .env(
+            "PAYMENTS__AMQP__URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not for production"), "{stderr}");
 }
 
 #[tokio::test]
@@ -100,8 +136,8 @@ async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
     let service_dir = dir.join("broken").join("payments");
     std::fs::create_dir_all(&service_dir).unwrap();
     std::fs::write(
-        service_dir.join("notes.yaml"),
-        "users:\n  - id: 0193a000-0000-7000-8000-000000000001\n    email: a@b.test\n    name: A\nnotes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-000000000001\n    titel: typo\n",
+        service_dir.join("payments.yaml"),
+        "users:\n  - id: 0193a000-0000-7000-8000-000000000001\n    email: a@b.test\n    name: A\npayments:\n  - id: 0193a000-0000-7000-8000-0000000b0001\n    user: 0193a000-0000-7000-8000-000000000001\n    amont: 100\n",
     )
     .unwrap();
     let (output, _, stderr) = run(binary()
@@ -111,13 +147,13 @@ async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
         .env("PAYMENTS__POPULATE__DIR", &dir)
         .env("PAYMENTS__POPULATE__SCENARIO", "broken"));
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("notes.yaml:8"), "{stderr}");
-    assert!(stderr.contains("titel"), "{stderr}");
+    assert!(stderr.contains("payments.yaml:8"), "{stderr}");
+    assert!(stderr.contains("amont"), "{stderr}");
 
     // A dangling reference is reported where it is written, and nothing was loaded.
     std::fs::write(
-        service_dir.join("notes.yaml"),
-        "notes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-0000000000ff\n    title: orphan\n",
+        service_dir.join("payments.yaml"),
+        "payments:\n  - id: 0193a000-0000-7000-8000-0000000b0001\n    user: 0193a000-0000-7000-8000-0000000000ff\n    amount: 100\n    currency: EUR\n    reference: {service: events, id: x}\n    status: succeeded\n",
     )
     .unwrap();
     let (output, _, stderr) = run(binary()
@@ -126,15 +162,16 @@ async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
         .env("PAYMENTS__POPULATE__DIR", &dir));
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("notes.yaml:3") && stderr.contains("0193a000-0000-7000-8000-0000000000ff"),
+        stderr.contains("payments.yaml:3")
+            && stderr.contains("0193a000-0000-7000-8000-0000000000ff"),
         "{stderr}"
     );
     let pool = db.pool().await;
-    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(notes, 0);
+    assert_eq!(payments, 0);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -170,8 +207,8 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
         );
     }
     let admin = testkit::tokens::user(uuid::Uuid::now_v7()).admin().mint();
-    let notes: serde_json::Value = client
-        .get(format!("{address}/api/payments/v1/notes?owner=all"))
+    let payments: serde_json::Value = client
+        .get(format!("{address}/api/payments/v1/payments"))
         .bearer_auth(admin)
         .send()
         .await
@@ -179,7 +216,7 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
         .json()
         .await
         .unwrap();
-    assert_eq!(notes["items"].as_array().unwrap().len(), 4);
+    assert_eq!(payments["items"].as_array().unwrap().len(), 5);
 
     child.terminate();
     let status = child.exit_status().await;

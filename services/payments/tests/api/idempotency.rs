@@ -1,161 +1,145 @@
-//! `Idempotency-Key` on POST /notes: retries are safe, reuse with another body is refused.
+//! `Idempotency-Key` on every POST: concurrent retries make one payment, a reference is charged
+//! once whatever the key, the same key with another body is refused, and retries of a
+//! confirmation answer what the first one did.
 
-use crate::common::{BOB, bob, cleo, demo_app};
+use std::collections::HashSet;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::{TestApp, json};
+use testkit::json;
 
-/// POST /notes as Bob with an Idempotency-Key.
-async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    post_as(app, &bob().mint(), key, body).await
-}
+use crate::common::*;
 
-async fn post_as(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
-    app.with_token(token)
-        .request(reqwest::Method::POST, "/api/payments/v1/notes")
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn count_notes(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM notes")
+async fn count_payments(app: &testkit::TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM payments WHERE source = $1::uuid")
+        .bind(EVENTS_CLIENT)
         .fetch_one(&app.db)
         .await
         .unwrap()
 }
 
 #[tokio::test]
-async fn a_retry_with_the_same_key_returns_the_first_note() {
+async fn a_hundred_concurrent_creates_with_one_key_make_one_payment() {
     let app = demo_app().await;
-    let body = json!({"title": "Pay the flour supplier"});
-    let first = post(&app, "retry-1", &body).await;
-    assert_eq!(first.status(), StatusCode::CREATED);
-    let location = first.headers()["location"].to_str().unwrap().to_owned();
-    let first: Value = json(first).await;
+    let before = count_payments(&app).await;
+    let body = registration(BOB, 3000);
+    let token = events_service();
+    let requests = (0..100).map(|_| post(&app, &token, PAYMENTS, "registration-42", &body));
+    let responses = futures_util::future::join_all(requests).await;
+    let mut ids = HashSet::new();
+    let mut statuses = Vec::new();
+    for response in responses {
+        let status = response.status();
+        statuses.push(status);
+        let answer: Value = json(response).await;
+        match status {
+            StatusCode::CREATED => {
+                ids.insert(answer["id"].as_str().unwrap().to_owned());
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(answer["code"], "idempotency_key_in_use", "{answer}")
+            }
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every 201 is the same payment: {ids:?}");
+    assert_eq!(count_payments(&app).await, before + 1);
 
-    // Same request again (spacing does not matter).
-    let again = app
-        .with_token(&bob().mint())
-        .request(reqwest::Method::POST, "/api/payments/v1/notes")
-        .header("idempotency-key", "retry-1")
-        .header("content-type", "application/json")
-        .body("{ \"title\":   \"Pay the flour supplier\" }")
+    // Once finished, every retry gets that payment again.
+    let retry = post(&app, &token, PAYMENTS, "registration-42", &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = json(retry).await;
+    assert!(ids.contains(retry["id"].as_str().unwrap()));
+
+    // The same reference with a new key: refused, naming the payment.
+    let other_key = post(&app, &token, PAYMENTS, "registration-42-bis", &body).await;
+    assert_eq!(other_key.status(), StatusCode::CONFLICT);
+    let location = other_key.headers()["location"].to_str().unwrap().to_owned();
+    let problem: Value = json(other_key).await;
+    assert_eq!(problem["code"], "reference_in_use");
+    let existing = retry["id"].as_str().unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains(existing),
+        "{problem}"
+    );
+    assert!(location.ends_with(existing));
+    assert_eq!(count_payments(&app).await, before + 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_refused_and_no_key_is_a_400() {
+    let app = demo_app().await;
+    let token = events_service();
+    let first = post(&app, &token, PAYMENTS, "k-1", &registration(BOB, 100)).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let other = post(&app, &token, PAYMENTS, "k-1", &registration(BOB, 200)).await;
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = json(other).await;
+    assert_eq!(problem["code"], "idempotency_key_reused");
+
+    let no_key = app
+        .client
+        .post(app.url(PAYMENTS))
+        .bearer_auth(&token)
+        .json(&registration(BOB, 100))
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), StatusCode::CREATED);
-    assert_eq!(again.headers()["location"], location.as_str());
-    assert_eq!(again.headers()["idempotent-replayed"], "true");
-    let again: Value = json(again).await;
-    assert_eq!(again, first);
-    assert_eq!(count_notes(&app).await, 5, "4 demo notes + 1");
+    assert_eq!(no_key.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = json(no_key).await;
+    assert_eq!(problem["code"], "idempotency_key_required");
 
-    // Without a key, or with another key, it is a new note.
-    assert_eq!(
-        app.with_token(&bob().mint())
-            .post_json("/api/payments/v1/notes", &body)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        post(&app, "retry-2", &body).await.status(),
-        StatusCode::CREATED
-    );
-    assert_eq!(count_notes(&app).await, 7);
-}
-
-#[tokio::test]
-async fn reusing_a_key_for_another_request_is_refused() {
-    let app = demo_app().await;
-    let created = post(&app, "k", &json!({"title": "one"})).await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let reused = post(&app, "k", &json!({"title": "two"})).await;
-    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let problem: Value = json(reused).await;
-    assert_eq!(problem["code"], "idempotency_key_reused");
-    assert_eq!(count_notes(&app).await, 5);
-}
-
-#[tokio::test]
-async fn a_failed_request_leaves_the_key_free_for_the_retry() {
-    let app = demo_app().await;
-    let invalid = post(&app, "fix-and-retry", &json!({"title": " "})).await;
-    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    // The same key with the same (still invalid) body is evaluated again, not replayed.
-    let again = post(&app, "fix-and-retry", &json!({"title": " "})).await;
-    assert_eq!(again.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(again.headers().get("idempotent-replayed").is_none());
-}
-
-#[tokio::test]
-async fn a_key_still_in_flight_is_a_409() {
-    let app = demo_app().await;
-    let key = "in-flight";
-    // Hold the key's lock the way a running request does.
-    let mut holder = app.db.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("notes.create:{BOB}\u{1f}{key}"))
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    let busy = post(&app, key, &json!({"title": "x"})).await;
-    assert_eq!(busy.status(), StatusCode::CONFLICT);
-    let problem: Value = json(busy).await;
-    assert_eq!(problem["code"], "idempotency_key_in_use");
-    holder.rollback().await.unwrap();
-    assert_eq!(
-        post(&app, key, &json!({"title": "x"})).await.status(),
-        StatusCode::CREATED
-    );
-}
-
-#[tokio::test]
-async fn concurrent_duplicates_create_one_note() {
-    let app = demo_app().await;
-    let body = json!({"title": "double click"});
-    let responses =
-        futures_util::future::join_all((0..8).map(|_| post(&app, "double-click", &body))).await;
-    let statuses: Vec<StatusCode> = responses.iter().map(|r| r.status()).collect();
-    assert!(
-        statuses
-            .iter()
-            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
-        "{statuses:?}"
-    );
-    assert!(statuses.contains(&StatusCode::CREATED));
-    assert_eq!(
-        count_notes(&app).await,
-        5,
-        "exactly one note created: {statuses:?}"
-    );
-}
-
-#[tokio::test]
-async fn malformed_keys_are_rejected() {
-    let app = demo_app().await;
-    let response = post(&app, &"k".repeat(256), &json!({"title": "x"})).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let problem: Value = json(response).await;
-    assert_eq!(problem["code"], "invalid_idempotency_key");
-}
-
-#[tokio::test]
-async fn keys_belong_to_the_caller() {
-    let app = demo_app().await;
-    let body = json!({"title": "Same key, same body"});
-    let bobs = post(&app, "shared-key", &body).await;
+    // Keys are per caller: the same key from another caller is another request.
+    let bobs = post(
+        &app,
+        &bob().mint(),
+        PAYMENTS,
+        "k-1",
+        &json!({"amount": 100, "currency": "EUR", "reference": {"service": "shop", "id": "k"}}),
+    )
+    .await;
     assert_eq!(bobs.status(), StatusCode::CREATED);
-    let bobs: Value = json(bobs).await;
-    // Cleo picking the same key gets a note of her own, not a replay of Bob's.
-    let cleos = post_as(&app, &cleo().mint(), "shared-key", &body).await;
-    assert_eq!(cleos.status(), StatusCode::CREATED);
-    assert!(cleos.headers().get("idempotent-replayed").is_none());
-    let cleos: Value = json(cleos).await;
-    assert_ne!(cleos["id"], bobs["id"]);
-    assert_eq!(cleos["owner"], crate::common::CLEO);
-    assert_eq!(count_notes(&app).await, 6);
+}
+
+#[tokio::test]
+async fn a_retried_confirmation_answers_what_the_first_did_and_charges_once() {
+    let app = demo_app().await;
+    let created = create(&app, &registration(BOB, 5000)).await;
+    let id = created["id"].as_str().unwrap();
+    let path = format!("{PAYMENTS}/{id}/confirm");
+    let body = json!({"payment_method": "pm_card_visa"});
+    let token = events_service();
+    let attempts = (0..10).map(|_| post(&app, &token, &path, "pay-once", &body));
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut succeeded = 0;
+    for answer in answers {
+        match answer.status() {
+            StatusCode::OK => {
+                let payment: Value = json(answer).await;
+                assert_eq!(payment["status"], "succeeded");
+                succeeded += 1;
+            }
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(succeeded >= 1);
+    let replay = post(&app, &token, &path, "pay-once", &body).await;
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    // One charge at the provider, one transition to succeeded.
+    let received: i64 =
+        sqlx::query_scalar("SELECT amount_received FROM test_provider_intents WHERE id = $1")
+            .bind(created["provider_payment_id"].as_str().unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(received, 5000);
+    let transitions = history(&app, id)
+        .await
+        .iter()
+        .filter(|h| h["to_status"] == "succeeded")
+        .count();
+    assert_eq!(transitions, 1);
 }

@@ -1,0 +1,70 @@
+//! Applying a provider's webhook event, once its signature was verified: recorded by event id
+//! in the transaction that applies it (a redelivered event changes nothing), then applied to
+//! the payment or refund it is about through the transition table (an older event never moves
+//! a payment back).
+
+use sqlx::PgPool;
+
+use crate::apply::{self, Context, Effects};
+use crate::domain::ProviderName;
+use crate::provider::{EventObject, ProviderEvent};
+use crate::store::{payments, refunds, webhooks};
+
+/// What became of an event.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Seen before: nothing was done.
+    pub duplicate: bool,
+    /// It is about a payment or refund this service does not have (made elsewhere with the
+    /// same provider account): acknowledged, ignored.
+    pub unmatched: bool,
+    pub effects: Effects,
+}
+
+pub async fn apply_event(
+    db: &PgPool,
+    provider: ProviderName,
+    event: &ProviderEvent,
+) -> sqlx::Result<Outcome> {
+    let mut tx = db.begin().await?;
+    let mut outcome = Outcome::default();
+    if !webhooks::record_provider_event(&mut tx, provider, &event.id, &event.event_type).await? {
+        outcome.duplicate = true;
+        return Ok(outcome);
+    }
+    let ctx = Context::webhook(&event.id);
+    match &event.object {
+        EventObject::Intent(intent) => {
+            match payments::lock_by_provider_id(&mut tx, provider, &intent.id).await? {
+                None => outcome.unmatched = true,
+                Some(row) => match intent.observed() {
+                    Some(observed) => {
+                        apply::payment(&mut tx, row, &observed, None, &ctx, &mut outcome.effects)
+                            .await?;
+                    }
+                    None => tracing::warn!(event = %event.id, status = %intent.status,
+                        "a webhook with a payment status this service does not know"),
+                },
+            }
+        }
+        EventObject::Refund(view) => {
+            match refunds::find_by_provider_id(&mut *tx, &view.id).await? {
+                None => outcome.unmatched = true,
+                Some(refund) => {
+                    apply::settle_refund(
+                        &mut tx,
+                        refund.payment_id,
+                        refund.id,
+                        view,
+                        &ctx,
+                        &mut outcome.effects,
+                    )
+                    .await?;
+                }
+            }
+        }
+        EventObject::Other(_) => {}
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
