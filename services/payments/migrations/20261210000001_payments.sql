@@ -183,5 +183,6 @@ CREATE TABLE test_provider_refunds (
     amount          bigint      NOT NULL,
     status          text        NOT NULL,
     failure_reason  text,
+    metadata        jsonb       NOT NULL DEFAULT '{}',
     created_at      timestamptz NOT NULL DEFAULT now()
 );

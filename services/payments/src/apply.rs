@@ -432,22 +432,15 @@ pub async fn settle_refund(
     Ok(refund)
 }
 
-/// Records the provider's id and client secret on a payment that has none yet.
-pub async fn provider_side(
-    tx: &mut Tx,
-    row: PaymentRow,
-    intent: &Intent,
-) -> sqlx::Result<PaymentRow> {
-    if row.provider_payment_id.is_some() {
-        return Ok(row);
+/// What `intent` says about a payment besides its status.
+pub fn note(intent: &Intent) -> payment_store::ProviderNote<'_> {
+    payment_store::ProviderNote {
+        provider_payment_id: Some(&intent.id)
+            .filter(|id| !id.is_empty())
+            .map(String::as_str),
+        client_secret: intent.client_secret.as_deref(),
+        payment_method: intent.payment_method.as_deref(),
     }
-    payment_store::set_provider_side(tx, row.id, &intent.id, intent.client_secret.as_deref())
-        .await?;
-    Ok(PaymentRow {
-        provider_payment_id: Some(intent.id.clone()),
-        client_secret: intent.client_secret.clone(),
-        ..row
-    })
 }
 
 /// Applies an intent the provider answered; an intent in a status we do not know changes

@@ -35,20 +35,36 @@ pub async fn apply_event(
     let ctx = Context::webhook(&event.id);
     match &event.object {
         EventObject::Intent(intent) => {
-            match payments::lock_by_provider_id(&mut tx, provider, &intent.id).await? {
+            let mut row = payments::lock_by_provider_id(&mut tx, provider, &intent.id).await?;
+            // Sent before we recorded the provider's id: found by our id in its metadata.
+            if row.is_none()
+                && let Some(ours) = intent.our_payment
+            {
+                row = payments::lock_and_note(&mut tx, ours, &apply::note(intent))
+                    .await?
+                    .filter(|row| {
+                        row.provider == provider
+                            && row.provider_payment_id.as_deref() == Some(intent.id.as_str())
+                    });
+            }
+            match row {
                 None => outcome.unmatched = true,
-                Some(row) => match intent.observed() {
-                    Some(observed) => {
-                        apply::payment(&mut tx, row, &observed, None, &ctx, &mut outcome.effects)
-                            .await?;
-                    }
-                    None => tracing::warn!(event = %event.id, status = %intent.status,
-                        "a webhook with a payment status this service does not know"),
-                },
+                Some(row) => {
+                    apply::intent(&mut tx, row, intent, None, &ctx, &mut outcome.effects).await?;
+                }
             }
         }
         EventObject::Refund(view) => {
-            match refunds::find_by_provider_id(&mut *tx, &view.id).await? {
+            let mut refund = refunds::find_by_provider_id(&mut *tx, &view.id).await?;
+            if refund.is_none()
+                && let Some(ours) = view.our_refund
+            {
+                refund = refunds::find(&mut *tx, ours).await?.filter(|refund| {
+                    refund.provider_refund_id.is_none()
+                        || refund.provider_refund_id.as_deref() == Some(view.id.as_str())
+                });
+            }
+            match refund {
                 None => outcome.unmatched = true,
                 Some(refund) => {
                     apply::settle_refund(

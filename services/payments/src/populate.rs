@@ -262,7 +262,8 @@ async fn write_payment(conn: &mut PgConnection, seed: &Seeded<'_>) -> sqlx::Resu
             created_at: seed.created_at,
         },
     )
-    .await?;
+    .await?
+    .id;
     let succeeded = seed.status == PaymentStatus::Succeeded;
     let captured = if succeeded { amount } else { 0 };
     let refunded: i64 = seed.refunds.iter().map(|r| r.amount).sum();

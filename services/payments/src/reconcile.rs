@@ -104,11 +104,12 @@ impl Reconciler {
             }
         };
         let mut tx = self.db.begin().await?;
-        let Some(row) = payment_store::lock_by_id(&mut tx, payment.id).await? else {
+        let Some(row) =
+            payment_store::lock_and_note(&mut tx, payment.uuid, &apply::note(&intent)).await?
+        else {
             return Ok(false);
         };
         let before = row.version;
-        let row = apply::provider_side(&mut tx, row, &intent).await?;
         let mut effects = Effects::default();
         let row = apply::intent(
             &mut tx,

@@ -462,16 +462,6 @@ async fn create_payment(
         None => {
             let (user_id, _) = payer(&mut tx, &caller, body.user).await?;
             let source = caller.source();
-            if let Some(existing) = store::find_live_by_reference(
-                &mut *tx,
-                source,
-                &input.reference.service,
-                &input.reference.id,
-            )
-            .await?
-            {
-                return Err(reference_in_use(existing));
-            }
             let uuid = Uuid::now_v7();
             let new = NewPayment {
                 uuid,
@@ -495,7 +485,7 @@ async fn create_payment(
             if let Err(err) = &inserted
                 && kit::error::violated_constraint(err) == Some("payments_reference_key")
             {
-                // Another key won the race for this reference.
+                // One live payment per reference: name it.
                 drop(tx);
                 let existing = store::find_live_by_reference(
                     &state.db,
@@ -514,10 +504,7 @@ async fn create_payment(
                     reference_in_use,
                 ));
             }
-            inserted.on_constraint("payments_request_key_key", key_reused)?;
-            let row = store::lock(&mut tx, uuid)
-                .await?
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payment {uuid} vanished")))?;
+            let row = inserted.on_constraint("payments_request_key_key", key_reused)?;
             apply::created(&mut tx, &row, &Context::api(caller.actor())).await?;
             tx.commit().await?;
             row
@@ -545,7 +532,11 @@ async fn create_payment(
         Claim::Replay(stored) => return Ok(stored),
         Claim::Fresh { tx, key, .. } => (tx, key),
     };
-    let locked = store::lock(&mut tx, row.uuid)
+    let note = match &made {
+        Some(Ok(intent)) => apply::note(intent),
+        _ => store::ProviderNote::default(),
+    };
+    let locked = store::lock_and_note(&mut tx, row.uuid, &note)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payment {} vanished", row.uuid)))?;
     let mut effects = Effects::default();
@@ -553,8 +544,7 @@ async fn create_payment(
     let response = match made {
         None => created_response(locked),
         Some(Ok(intent)) => {
-            let row = apply::provider_side(&mut tx, locked, &intent).await?;
-            let row = apply::intent(&mut tx, row, &intent, None, &ctx, &mut effects).await?;
+            let row = apply::intent(&mut tx, locked, &intent, None, &ctx, &mut effects).await?;
             created_response(row)
         }
         Some(Err(ProviderError::Unavailable(why))) => {
@@ -795,15 +785,9 @@ async fn finish(
         Claim::Replay(stored) => return Ok(stored),
         Claim::Fresh { tx, key, .. } => (tx, key),
     };
-    let mut row = store::lock(&mut tx, id)
+    let row = store::lock_and_note(&mut tx, id, &apply::note(intent))
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    if let Some(method) = &intent.payment_method
-        && row.payment_method.as_deref() != Some(method.as_str())
-    {
-        store::set_payment_method(&mut tx, row.id, method).await?;
-        row.payment_method = Some(method.clone());
-    }
     let mut effects = Effects::default();
     let ctx = Context::api(caller.actor());
     let row = apply::intent(&mut tx, row, intent, requested_capture, &ctx, &mut effects).await?;
@@ -934,6 +918,7 @@ async fn cancel_payment(
             last_error: None,
             next_action: None,
             cancellation_reason: body.cancellation_reason.map(|r| r.as_str().to_owned()),
+            our_payment: Some(row.uuid),
         },
     };
     finish(&state, &caller, &keyed, id, &intent, None).await

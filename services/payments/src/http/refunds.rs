@@ -266,6 +266,7 @@ fn settlement(answer: Result<RefundView, ProviderError>) -> ApiResult<RefundView
             status: RefundStatus::Failed,
             amount: 0,
             failure_reason: Some(refused.to_string()),
+            our_refund: None,
         }),
     }
 }

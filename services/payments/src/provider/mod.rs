@@ -75,6 +75,9 @@ pub struct Intent {
     pub last_error: Option<LastError>,
     pub next_action: Option<Value>,
     pub cancellation_reason: Option<String>,
+    /// Our payment's id, from the metadata we created it with: how a webhook arriving before
+    /// we recorded the provider's id finds its payment.
+    pub our_payment: Option<uuid::Uuid>,
 }
 
 /// What the provider's view means for our payment.
@@ -92,6 +95,15 @@ pub struct Observed {
 
 fn string(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// A UUID we put in an object's metadata under `key`.
+fn our_id(value: &Value, key: &str) -> Option<uuid::Uuid> {
+    value
+        .get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse().ok())
 }
 
 fn payment_method_id(value: &Value) -> Option<String> {
@@ -129,6 +141,7 @@ impl Intent {
             last_error,
             next_action: value.get("next_action").filter(|a| !a.is_null()).cloned(),
             cancellation_reason: string(value, "cancellation_reason"),
+            our_payment: our_id(value, "hatchery_payment"),
         })
     }
 
@@ -176,6 +189,8 @@ pub struct RefundView {
     pub status: RefundStatus,
     pub amount: i64,
     pub failure_reason: Option<String>,
+    /// Our refund's id, from the metadata we created it with.
+    pub our_refund: Option<uuid::Uuid>,
 }
 
 impl RefundView {
@@ -194,6 +209,7 @@ impl RefundView {
             status,
             amount: value.get("amount").and_then(Value::as_i64).unwrap_or(0),
             failure_reason: string(value, "failure_reason"),
+            our_refund: our_id(value, "hatchery_refund"),
         })
     }
 }
@@ -403,7 +419,8 @@ mod tests {
                 id: "re_1".into(),
                 status: RefundStatus::Failed,
                 amount: 40,
-                failure_reason: Some("expired_or_canceled_card".into())
+                failure_reason: Some("expired_or_canceled_card".into()),
+                our_refund: None,
             })
         );
         assert!(ProviderEvent::parse(b"{}").is_err());

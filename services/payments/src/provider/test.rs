@@ -143,6 +143,7 @@ struct RefundRow {
     amount: i64,
     status: String,
     failure_reason: Option<String>,
+    metadata: Value,
     created_at: DateTime<Utc>,
 }
 
@@ -155,6 +156,7 @@ impl RefundRow {
             "amount": self.amount,
             "status": self.status,
             "failure_reason": self.failure_reason,
+            "metadata": self.metadata,
             "created": self.created_at.timestamp(),
         })
     }
@@ -335,6 +337,7 @@ impl TestProvider {
         match self.webhooks.clone() {
             Some(target) => {
                 target.tasks.clone().spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     if let Some(failed) = fail_refund(&db, &id).await {
                         send(&target, "refund.updated", failed.to_json());
                     }
@@ -397,7 +400,7 @@ async fn fail_refund(db: &PgPool, id: &str) -> Option<RefundRow> {
     let failed: RefundRow = sqlx::query_as(
         "UPDATE test_provider_refunds SET status = 'failed', failure_reason = 'expired_or_canceled_card'
          WHERE id = $1 AND status = 'pending'
-         RETURNING id, payment_intent, amount, status, failure_reason, created_at",
+         RETURNING id, payment_intent, amount, status, failure_reason, metadata, created_at",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
@@ -505,12 +508,14 @@ impl Provider for TestProvider {
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect();
             // The same key answers the intent it created, unchanged.
-            sqlx::query(
+            let inserted = sqlx::query_as::<_, IntentRow>(concat!(
                 "INSERT INTO test_provider_intents
                      (id, amount, currency, capture_method, payment_method, status, client_secret, metadata, last_key)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO NOTHING",
-            )
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING ",
+                intent_columns!()
+            ))
             .bind(&id)
             .bind(request.amount)
             .bind(request.currency.code())
@@ -520,13 +525,17 @@ impl Provider for TestProvider {
             .bind(&secret)
             .bind(Value::Object(metadata))
             .bind(&request.idempotency_key)
-            .execute(&self.db)
+            .fetch_optional(&self.db)
             .await
             .map_err(unavailable)?;
-            self.find(&id)
-                .await?
-                .ok_or(ProviderError::NotFound)?
-                .intent()
+            match inserted {
+                Some(row) => row.intent(),
+                None => self
+                    .find(&id)
+                    .await?
+                    .ok_or(ProviderError::NotFound)?
+                    .intent(),
+            }
         })
     }
 
@@ -679,7 +688,7 @@ impl Provider for TestProvider {
             let id = derived_id("re_test_", &request.idempotency_key);
             let mut tx = self.db.begin().await.map_err(unavailable)?;
             let existing: Option<RefundRow> = sqlx::query_as(
-                "SELECT id, payment_intent, amount, status, failure_reason, created_at
+                "SELECT id, payment_intent, amount, status, failure_reason, metadata, created_at
                  FROM test_provider_refunds WHERE id = $1",
             )
             .bind(&id)
@@ -723,14 +732,21 @@ impl Provider for TestProvider {
                 RefundStatus::Succeeded
             };
             let refund: RefundRow = sqlx::query_as(
-                "INSERT INTO test_provider_refunds (id, payment_intent, amount, status)
-                 VALUES ($1, $2, $3, $4)
-                 RETURNING id, payment_intent, amount, status, failure_reason, created_at",
+                "INSERT INTO test_provider_refunds (id, payment_intent, amount, status, metadata)
+                 VALUES ($1, $2, $3, $4, $5)
+                 RETURNING id, payment_intent, amount, status, failure_reason, metadata, created_at",
             )
             .bind(&id)
             .bind(&request.payment_intent)
             .bind(request.amount)
             .bind(status.as_str())
+            .bind(Value::Object(
+                request
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ))
             .fetch_one(&mut *tx)
             .await
             .map_err(unavailable)?;
@@ -747,7 +763,7 @@ impl Provider for TestProvider {
     fn retrieve_refund<'a>(&'a self, id: &'a str) -> Call<'a, RefundView> {
         Box::pin(async move {
             let row: Option<RefundRow> = sqlx::query_as(
-                "SELECT id, payment_intent, amount, status, failure_reason, created_at
+                "SELECT id, payment_intent, amount, status, failure_reason, metadata, created_at
                  FROM test_provider_refunds WHERE id = $1",
             )
             .bind(id)

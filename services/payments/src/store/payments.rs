@@ -183,16 +183,21 @@ pub struct NewPayment<'a> {
     pub created_at: DateTime<Utc>,
 }
 
-/// Inserts a payment; a live payment of the same source and reference violates
-/// `payments_reference_key`.
-pub async fn insert(conn: &mut PgConnection, new: &NewPayment<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO payments (uuid, user_id, amount, currency, description, metadata,
-             reference_service, reference_id, source, provider, payment_method, capture_method,
-             status, request_key, request_fingerprint, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
-         RETURNING id",
-    )
+/// Inserts a payment (locked until the transaction ends); a live payment of the same source and
+/// reference violates `payments_reference_key`.
+pub async fn insert(conn: &mut PgConnection, new: &NewPayment<'_>) -> sqlx::Result<PaymentRow> {
+    sqlx::query_as(concat!(
+        "WITH p AS (
+             INSERT INTO payments (uuid, user_id, amount, currency, description, metadata,
+                 reference_service, reference_id, source, provider, payment_method, capture_method,
+                 status, request_key, request_fingerprint, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+             RETURNING *
+         )
+         SELECT ",
+        columns!(),
+        " FROM p JOIN users u ON u.id = p.user_id"
+    ))
     .bind(new.uuid)
     .bind(new.user_id)
     .bind(new.amount)
@@ -213,6 +218,43 @@ pub async fn insert(conn: &mut PgConnection, new: &NewPayment<'_>) -> sqlx::Resu
     .await
 }
 
+/// What the provider said about a payment besides its status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProviderNote<'a> {
+    /// Recorded unless the payment has one already.
+    pub provider_payment_id: Option<&'a str>,
+    pub client_secret: Option<&'a str>,
+    /// The payment method it was confirmed with, when there is one.
+    pub payment_method: Option<&'a str>,
+}
+
+/// Locks the payment and records `note` in one statement (a payment's hot path).
+pub async fn lock_and_note(
+    conn: &mut PgConnection,
+    uuid: Uuid,
+    note: &ProviderNote<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "WITH p AS (
+             UPDATE payments SET
+                 provider_payment_id = COALESCE(provider_payment_id, $2),
+                 client_secret = COALESCE(client_secret, $3),
+                 payment_method = COALESCE($4, payment_method)
+             WHERE uuid = $1
+             RETURNING *
+         )
+         SELECT ",
+        columns!(),
+        " FROM p JOIN users u ON u.id = p.user_id"
+    ))
+    .bind(uuid)
+    .bind(note.provider_payment_id)
+    .bind(note.client_secret)
+    .bind(note.payment_method)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Records the provider's side of a payment (its id and client secret) once known.
 pub async fn set_provider_side(
     conn: &mut PgConnection,
@@ -229,19 +271,6 @@ pub async fn set_provider_side(
     .bind(client_secret)
     .execute(conn)
     .await?;
-    Ok(())
-}
-
-pub async fn set_payment_method(
-    conn: &mut PgConnection,
-    id: i64,
-    payment_method: &str,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE payments SET payment_method = $2 WHERE id = $1")
-        .bind(id)
-        .bind(payment_method)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::json;
+use testkit::{TestApp, json};
 
 use crate::common::*;
 
@@ -18,13 +18,11 @@ async fn count_payments(app: &testkit::TestApp) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_hundred_concurrent_creates_with_one_key_make_one_payment() {
-    let app = demo_app().await;
-    let before = count_payments(&app).await;
+async fn a_hundred_concurrent_creates_with_one_key_make_one_payment(app: &TestApp) {
+    let before = count_payments(app).await;
     let body = registration(BOB, 3000);
     let token = events_service();
-    let requests = (0..100).map(|_| post(&app, &token, PAYMENTS, "registration-42", &body));
+    let requests = (0..100).map(|_| post(app, &token, PAYMENTS, "registration-42", &body));
     let responses = futures_util::future::join_all(requests).await;
     let mut ids = HashSet::new();
     let mut statuses = Vec::new();
@@ -43,17 +41,17 @@ async fn a_hundred_concurrent_creates_with_one_key_make_one_payment() {
         }
     }
     assert_eq!(ids.len(), 1, "every 201 is the same payment: {ids:?}");
-    assert_eq!(count_payments(&app).await, before + 1);
+    assert_eq!(count_payments(app).await, before + 1);
 
     // Once finished, every retry gets that payment again.
-    let retry = post(&app, &token, PAYMENTS, "registration-42", &body).await;
+    let retry = post(app, &token, PAYMENTS, "registration-42", &body).await;
     assert_eq!(retry.status(), StatusCode::CREATED);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     let retry: Value = json(retry).await;
     assert!(ids.contains(retry["id"].as_str().unwrap()));
 
     // The same reference with a new key: refused, naming the payment.
-    let other_key = post(&app, &token, PAYMENTS, "registration-42-bis", &body).await;
+    let other_key = post(app, &token, PAYMENTS, "registration-42-bis", &body).await;
     assert_eq!(other_key.status(), StatusCode::CONFLICT);
     let location = other_key.headers()["location"].to_str().unwrap().to_owned();
     let problem: Value = json(other_key).await;
@@ -64,16 +62,14 @@ async fn a_hundred_concurrent_creates_with_one_key_make_one_payment() {
         "{problem}"
     );
     assert!(location.ends_with(existing));
-    assert_eq!(count_payments(&app).await, before + 1);
+    assert_eq!(count_payments(app).await, before + 1);
 }
 
-#[tokio::test]
-async fn the_same_key_with_another_body_is_refused_and_no_key_is_a_400() {
-    let app = demo_app().await;
+async fn the_same_key_with_another_body_is_refused_and_no_key_is_a_400(app: &TestApp) {
     let token = events_service();
-    let first = post(&app, &token, PAYMENTS, "k-1", &registration(BOB, 100)).await;
+    let first = post(app, &token, PAYMENTS, "k-1", &registration(BOB, 100)).await;
     assert_eq!(first.status(), StatusCode::CREATED);
-    let other = post(&app, &token, PAYMENTS, "k-1", &registration(BOB, 200)).await;
+    let other = post(app, &token, PAYMENTS, "k-1", &registration(BOB, 200)).await;
     assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = json(other).await;
     assert_eq!(problem["code"], "idempotency_key_reused");
@@ -92,7 +88,7 @@ async fn the_same_key_with_another_body_is_refused_and_no_key_is_a_400() {
 
     // Keys are per caller: the same key from another caller is another request.
     let bobs = post(
-        &app,
+        app,
         &bob().mint(),
         PAYMENTS,
         "k-1",
@@ -102,15 +98,13 @@ async fn the_same_key_with_another_body_is_refused_and_no_key_is_a_400() {
     assert_eq!(bobs.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn a_retried_confirmation_answers_what_the_first_did_and_charges_once() {
-    let app = demo_app().await;
-    let created = create(&app, &registration(BOB, 5000)).await;
+async fn a_retried_confirmation_answers_what_the_first_did_and_charges_once(app: &TestApp) {
+    let created = create(app, &registration(BOB, 5000)).await;
     let id = created["id"].as_str().unwrap();
     let path = format!("{PAYMENTS}/{id}/confirm");
     let body = json!({"payment_method": "pm_card_visa"});
     let token = events_service();
-    let attempts = (0..10).map(|_| post(&app, &token, &path, "pay-once", &body));
+    let attempts = (0..10).map(|_| post(app, &token, &path, "pay-once", &body));
     let answers = futures_util::future::join_all(attempts).await;
     let mut succeeded = 0;
     for answer in answers {
@@ -125,7 +119,7 @@ async fn a_retried_confirmation_answers_what_the_first_did_and_charges_once() {
         }
     }
     assert!(succeeded >= 1);
-    let replay = post(&app, &token, &path, "pay-once", &body).await;
+    let replay = post(app, &token, &path, "pay-once", &body).await;
     assert_eq!(replay.status(), StatusCode::OK);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     // One charge at the provider, one transition to succeeded.
@@ -136,10 +130,19 @@ async fn a_retried_confirmation_answers_what_the_first_did_and_charges_once() {
             .await
             .unwrap();
     assert_eq!(received, 5000);
-    let transitions = history(&app, id)
+    let transitions = history(app, id)
         .await
         .iter()
         .filter(|h| h["to_status"] == "succeeded")
         .count();
     assert_eq!(transitions, 1);
+}
+
+/// One service for the scenarios above.
+#[tokio::test]
+async fn idempotency_keys_make_retries_safe() {
+    let app = demo_app().await;
+    a_hundred_concurrent_creates_with_one_key_make_one_payment(&app).await;
+    the_same_key_with_another_body_is_refused_and_no_key_is_a_400(&app).await;
+    a_retried_confirmation_answers_what_the_first_did_and_charges_once(&app).await;
 }

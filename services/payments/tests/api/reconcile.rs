@@ -6,21 +6,12 @@ use std::time::Duration;
 
 use payments::provider::{Provider, TestProvider};
 use serde_json::json;
+use testkit::TestApp;
 
 use crate::common::*;
 
-#[tokio::test]
-async fn a_confirmation_the_service_never_recorded_is_repaired_from_the_provider() {
-    // No provider webhooks: only reconciliation can learn what happened.
-    let app = spawn(|settings| {
-        let app = &mut settings.app;
-        app.test_provider.send_webhooks = false;
-        app.reconcile.enabled = true;
-        app.reconcile.interval = Duration::from_millis(100);
-        app.reconcile.age = Duration::from_millis(200);
-    })
-    .await;
-    let created = create(&app, &registration(BOB, 6400)).await;
+async fn a_confirmation_the_service_never_recorded_is_repaired_from_the_provider(app: &TestApp) {
+    let created = create(app, &registration(BOB, 6400)).await;
     let id = created["id"].as_str().unwrap();
     let intent = created["provider_payment_id"].as_str().unwrap();
 
@@ -36,27 +27,18 @@ async fn a_confirmation_the_service_never_recorded_is_repaired_from_the_provider
         .await
         .unwrap();
     assert_eq!(at_provider.status, "succeeded");
-    assert_eq!(payment(&app, id).await["status"], "requires_payment_method");
+    assert_eq!(payment(app, id).await["status"], "requires_payment_method");
 
-    let repaired = until_status(&app, id, "succeeded").await;
+    let repaired = until_status(app, id, "succeeded").await;
     assert_eq!(repaired["amount_captured"], 6400);
-    let last = history(&app, id).await.pop().unwrap();
+    let last = history(app, id).await.pop().unwrap();
     assert_eq!(last["cause"], "reconciliation");
 }
 
-#[tokio::test]
-async fn a_refund_the_provider_settled_later_is_read_back() {
-    let app = spawn(|settings| {
-        let app = &mut settings.app;
-        app.test_provider.send_webhooks = false;
-        app.reconcile.enabled = true;
-        app.reconcile.interval = Duration::from_millis(100);
-        app.reconcile.age = Duration::from_millis(200);
-    })
-    .await;
-    let created = create(&app, &registration(BOB, 700)).await;
+async fn a_refund_the_provider_settled_later_is_read_back(app: &TestApp) {
+    let created = create(app, &registration(BOB, 700)).await;
     let id = created["id"].as_str().unwrap();
-    confirm(&app, id, "pm_card_refundFail").await;
+    confirm(app, id, "pm_card_refundFail").await;
     let refund = app
         .client
         .post(app.url(&format!("{PAYMENTS}/{id}/refunds")))
@@ -74,30 +56,23 @@ async fn a_refund_the_provider_settled_later_is_read_back() {
         "the refund to be read back",
         Duration::from_secs(10),
         || async {
-            let payment = payment(&app, id).await;
+            let payment = payment(app, id).await;
             (payment["amount_refund_pending"] == 0).then_some(payment)
         },
     )
     .await;
     assert_eq!(released["amount_refundable"], 700);
-    let last = history(&app, id).await.pop().unwrap();
+    let last = history(app, id).await.pop().unwrap();
     assert_eq!(
         (last["to_status"].as_str(), last["cause"].as_str()),
         (Some("failed"), Some("reconciliation"))
     );
 }
 
-#[tokio::test]
-async fn a_payment_whose_provider_side_was_never_recorded_is_made_with_its_first_key() {
-    let app = spawn(|settings| {
-        let app = &mut settings.app;
-        app.test_provider.send_webhooks = false;
-        app.reconcile.enabled = true;
-        app.reconcile.interval = Duration::from_millis(100);
-        app.reconcile.age = Duration::from_millis(200);
-    })
-    .await;
-    let created = create(&app, &registration(CLEO, 999)).await;
+async fn a_payment_whose_provider_side_was_never_recorded_is_made_with_its_first_key(
+    app: &TestApp,
+) {
+    let created = create(app, &registration(CLEO, 999)).await;
     let id = created["id"].as_str().unwrap();
     let intent = created["provider_payment_id"].as_str().unwrap().to_owned();
     // As if the service had died after recording the payment, before the provider answered.
@@ -114,7 +89,7 @@ async fn a_payment_whose_provider_side_was_never_recorded_is_made_with_its_first
         "the provider side to be recorded",
         Duration::from_secs(10),
         || async {
-            let payment = payment(&app, id).await;
+            let payment = payment(app, id).await;
             payment["provider_payment_id"]
                 .is_string()
                 .then_some(payment)
@@ -132,4 +107,21 @@ async fn a_payment_whose_provider_side_was_never_recorded_is_made_with_its_first
             .await
             .unwrap();
     assert_eq!(intents, 1);
+}
+
+/// One service for the scenarios above: no provider webhooks, so only reconciliation (every
+/// 100 ms, for what has not changed for 200 ms) learns what the provider did.
+#[tokio::test]
+async fn reconciliation_repairs_from_the_provider() {
+    let app = spawn(|settings| {
+        let app = &mut settings.app;
+        app.test_provider.send_webhooks = false;
+        app.reconcile.enabled = true;
+        app.reconcile.interval = Duration::from_millis(100);
+        app.reconcile.age = Duration::from_millis(200);
+    })
+    .await;
+    a_confirmation_the_service_never_recorded_is_repaired_from_the_provider(&app).await;
+    a_refund_the_provider_settled_later_is_read_back(&app).await;
+    a_payment_whose_provider_side_was_never_recorded_is_made_with_its_first_key(&app).await;
 }

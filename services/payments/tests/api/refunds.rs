@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::json;
+use testkit::{TestApp, json};
 
 use crate::common::*;
 
@@ -11,15 +11,13 @@ fn refunds(id: &str) -> String {
     format!("{PAYMENTS}/{id}/refunds")
 }
 
-#[tokio::test]
-async fn two_concurrent_refunds_of_60_on_100_one_succeeds_one_is_refused() {
-    let app = demo_app().await;
-    let id = paid(&app, 100).await;
+async fn two_concurrent_refunds_of_60_on_100_one_succeeds_one_is_refused(app: &TestApp) {
+    let id = paid(app, 100).await;
     let token = events_service();
     let (path, sixty) = (refunds(&id), json!({"amount": 60}));
     let (first, second) = tokio::join!(
-        post(&app, &token, &path, "refund-a", &sixty),
-        post(&app, &token, &path, "refund-b", &sixty),
+        post(app, &token, &path, "refund-a", &sixty),
+        post(app, &token, &path, "refund-b", &sixty),
     );
     let mut statuses = [first.status(), second.status()];
     statuses.sort();
@@ -41,7 +39,7 @@ async fn two_concurrent_refunds_of_60_on_100_one_succeeds_one_is_refused() {
 
     // The remainder goes through; anything more does not.
     let rest = post(
-        &app,
+        app,
         &token,
         &refunds(&id),
         "refund-c",
@@ -52,7 +50,7 @@ async fn two_concurrent_refunds_of_60_on_100_one_succeeds_one_is_refused() {
     let rest: Value = json(rest).await;
     assert_eq!(rest["status"], "succeeded");
     let over = post(
-        &app,
+        app,
         &token,
         &refunds(&id),
         "refund-d",
@@ -60,14 +58,14 @@ async fn two_concurrent_refunds_of_60_on_100_one_succeeds_one_is_refused() {
     )
     .await;
     assert_eq!(over.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let all = post(&app, &token, &refunds(&id), "refund-e", &json!({})).await;
+    let all = post(app, &token, &refunds(&id), "refund-e", &json!({})).await;
     assert_eq!(all.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
-    let payment = payment(&app, &id).await;
+    let payment = payment(app, &id).await;
     assert_eq!(payment["amount_refunded"], 100);
     assert_eq!(payment["amount_refund_pending"], 0);
     assert_eq!(payment["amount_refundable"], 0);
-    let listed: Value = json(get(&app, &token, &refunds(&id)).await).await;
+    let listed: Value = json(get(app, &token, &refunds(&id)).await).await;
     let amounts: Vec<i64> = listed["items"]
         .as_array()
         .unwrap()
@@ -87,10 +85,8 @@ async fn two_concurrent_refunds_of_60_on_100_one_succeeds_one_is_refused() {
     assert_eq!(provider_refunded, 100);
 }
 
-#[tokio::test]
-async fn many_concurrent_refunds_never_exceed_the_captured_amount() {
-    let app = demo_app().await;
-    let id = paid(&app, 1_000).await;
+async fn many_concurrent_refunds_never_exceed_the_captured_amount(app: &TestApp) {
+    let id = paid(app, 1_000).await;
     let token = events_service();
     let attempts = (0..30).map(|i| {
         let path = refunds(&id);
@@ -119,26 +115,24 @@ async fn many_concurrent_refunds_never_exceed_the_captured_amount() {
             .iter()
             .all(|s| *s == StatusCode::CREATED || *s == StatusCode::UNPROCESSABLE_ENTITY)
     );
-    let payment = payment(&app, &id).await;
+    let payment = payment(app, &id).await;
     assert_eq!(payment["amount_refunded"], 980);
 }
 
-#[tokio::test]
-async fn who_may_refund_and_what() {
-    let app = demo_app().await;
-    let id = paid(&app, 500).await;
+async fn who_may_refund_and_what(app: &TestApp) {
+    let id = paid(app, 500).await;
     // The paying user cannot refund themselves; a service needs `payments:refund`.
-    let response = post(&app, &bob().mint(), &refunds(&id), "u-1", &json!({})).await;
+    let response = post(app, &bob().mint(), &refunds(&id), "u-1", &json!({})).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let creator = testkit::tokens::service(EVENTS_CLIENT.parse().unwrap())
         .scope("payments:create")
         .mint();
-    let response = post(&app, &creator, &refunds(&id), "s-1", &json!({})).await;
+    let response = post(app, &creator, &refunds(&id), "s-1", &json!({})).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     // Only succeeded payments.
-    let open = create(&app, &registration(BOB, 500)).await;
+    let open = create(app, &registration(BOB, 500)).await;
     let response = post(
-        &app,
+        app,
         &ada().mint(),
         &refunds(open["id"].as_str().unwrap()),
         "a-1",
@@ -151,7 +145,7 @@ async fn who_may_refund_and_what() {
     // Bad amounts.
     for bad in [json!(0), json!(-5), json!(2.5), json!("10")] {
         let response = post(
-            &app,
+            app,
             &ada().mint(),
             &refunds(&id),
             &format!("bad-{bad}"),
@@ -162,7 +156,7 @@ async fn who_may_refund_and_what() {
     }
     // An admin refunds everything that is left when no amount is given.
     let all = post(
-        &app,
+        app,
         &ada().mint(),
         &refunds(&id),
         "a-2",
@@ -177,14 +171,12 @@ async fn who_may_refund_and_what() {
     );
 }
 
-#[tokio::test]
-async fn a_refund_failing_later_gives_its_amount_back() {
-    let app = demo_app().await;
-    let created = create(&app, &registration(BOB, 900)).await;
+async fn a_refund_failing_later_gives_its_amount_back(app: &TestApp) {
+    let created = create(app, &registration(BOB, 900)).await;
     let id = created["id"].as_str().unwrap();
-    confirm(&app, id, "pm_card_refundFail").await;
+    confirm(app, id, "pm_card_refundFail").await;
     let response = post(
-        &app,
+        app,
         &events_service(),
         &refunds(id),
         "rf-1",
@@ -193,14 +185,10 @@ async fn a_refund_failing_later_gives_its_amount_back() {
     .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let refund: Value = json(response).await;
-    assert_eq!(refund["status"], "pending");
-    let reserved = payment(&app, id).await;
-    assert_eq!(
-        (
-            reserved["amount_refund_pending"].as_i64(),
-            reserved["amount_refundable"].as_i64()
-        ),
-        (Some(900), Some(0))
+    // Accepted by the provider; its failure may already be known by the time we answer.
+    assert!(
+        refund["status"] == "pending" || refund["status"] == "failed",
+        "{refund}"
     );
 
     // The provider's webhook says it failed: the reservation is released.
@@ -208,7 +196,7 @@ async fn a_refund_failing_later_gives_its_amount_back() {
         "the refund to fail",
         std::time::Duration::from_secs(10),
         || async {
-            let payment = payment(&app, id).await;
+            let payment = payment(app, id).await;
             (payment["amount_refund_pending"] == 0).then_some(payment)
         },
     )
@@ -220,13 +208,13 @@ async fn a_refund_failing_later_gives_its_amount_back() {
         ),
         (Some(0), Some(900))
     );
-    let listed: Value = json(get(&app, &ada().mint(), &refunds(id)).await).await;
+    let listed: Value = json(get(app, &ada().mint(), &refunds(id)).await).await;
     assert_eq!(listed["items"][0]["status"], "failed");
     assert_eq!(
         listed["items"][0]["failure_reason"],
         "expired_or_canceled_card"
     );
-    let causes: Vec<String> = history(&app, id)
+    let causes: Vec<String> = history(app, id)
         .await
         .iter()
         .filter(|h| h["refund"].is_string())
@@ -239,4 +227,14 @@ async fn a_refund_failing_later_gives_its_amount_back() {
         })
         .collect();
     assert_eq!(causes, ["pending api", "failed webhook"]);
+}
+
+/// One service for the scenarios above (each refunds a payment of its own).
+#[tokio::test]
+async fn refunds_never_overshoot() {
+    let app = demo_app().await;
+    two_concurrent_refunds_of_60_on_100_one_succeeds_one_is_refused(&app).await;
+    many_concurrent_refunds_never_exceed_the_captured_amount(&app).await;
+    who_may_refund_and_what(&app).await;
+    a_refund_failing_later_gives_its_amount_back(&app).await;
 }

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::json;
+use testkit::{TestApp, json};
 
 use crate::common::*;
 
@@ -14,10 +14,8 @@ async fn payments_count(app: &testkit::TestApp) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn bad_payments_are_refused_field_by_field() {
-    let app = demo_app().await;
-    let before = payments_count(&app).await;
+async fn bad_payments_are_refused_field_by_field(app: &TestApp) {
+    let before = payments_count(app).await;
     let token = events_service();
     let base = registration(BOB, 1000);
     let with = |field: &str, value: Value| {
@@ -59,7 +57,7 @@ async fn bad_payments_are_refused_field_by_field() {
         (with("colour", json!("red")), "colour"),
     ];
     for (index, (body, field)) in cases.into_iter().enumerate() {
-        let response = post(&app, &token, PAYMENTS, &format!("bad-{index}"), &body).await;
+        let response = post(app, &token, PAYMENTS, &format!("bad-{index}"), &body).await;
         assert_eq!(
             response.status(),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -76,20 +74,20 @@ async fn bad_payments_are_refused_field_by_field() {
     let kwd = json!({"amount": 1_000_000_000, "currency": "KWD",
         "reference": {"service": "events", "id": "kwd"}, "user": BOB});
     assert_eq!(
-        post(&app, &token, PAYMENTS, "kwd", &kwd).await.status(),
+        post(app, &token, PAYMENTS, "kwd", &kwd).await.status(),
         StatusCode::CREATED
     );
     let jpy = json!({"amount": 1_000_001, "currency": "JPY",
         "reference": {"service": "events", "id": "jpy"}, "user": BOB});
     assert_eq!(
-        post(&app, &token, PAYMENTS, "jpy", &jpy).await.status(),
+        post(app, &token, PAYMENTS, "jpy", &jpy).await.status(),
         StatusCode::UNPROCESSABLE_ENTITY
     );
 
     // Every invalid field at once.
     let all = json!({"amount": 0, "currency": "XYZ", "reference": {"service": "", "id": ""},
         "user": BOB, "metadata": {"bad key": "v"}});
-    let response = post(&app, &token, PAYMENTS, "all-bad", &all).await;
+    let response = post(app, &token, PAYMENTS, "all-bad", &all).await;
     let problem: Value = json(response).await;
     for field in ["currency", "reference.service", "reference.id", "metadata"] {
         assert!(problem["errors"][field].is_array(), "{field}: {problem}");
@@ -118,16 +116,14 @@ async fn bad_payments_are_refused_field_by_field() {
         .unwrap();
     assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(
-        payments_count(&app).await,
+        payments_count(app).await,
         before + 1,
         "only the KWD payment"
     );
 }
 
-#[tokio::test]
-async fn confirmation_needs_a_payment_method_the_provider_knows() {
-    let app = demo_app().await;
-    let created = create(&app, &registration(BOB, 1000)).await;
+async fn confirmation_needs_a_payment_method_the_provider_knows(app: &TestApp) {
+    let created = create(app, &registration(BOB, 1000)).await;
     let id = created["id"].as_str().unwrap();
     let path = format!("{PAYMENTS}/{id}/confirm");
     let token = events_service();
@@ -136,15 +132,15 @@ async fn confirmation_needs_a_payment_method_the_provider_knows() {
         ("unknown", json!({"payment_method": "pm_card_unheard_of"})),
         ("malformed", json!({"payment_method": "visa"})),
     ] {
-        let response = post(&app, &token, &path, key, &body).await;
+        let response = post(app, &token, &path, key, &body).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{key}");
         let problem: Value = json(response).await;
         assert!(problem["errors"]["payment_method"].is_array(), "{problem}");
     }
-    assert_eq!(payment(&app, id).await["status"], "requires_payment_method");
+    assert_eq!(payment(app, id).await["status"], "requires_payment_method");
     // Unknown ids are 404s.
     let response = post(
-        &app,
+        app,
         &token,
         &format!("{PAYMENTS}/{}/confirm", uuid::Uuid::now_v7()),
         "nope",
@@ -152,6 +148,14 @@ async fn confirmation_needs_a_payment_method_the_provider_knows() {
     )
     .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = get(&app, &token, &format!("{PAYMENTS}/not-a-uuid")).await;
+    let response = get(app, &token, &format!("{PAYMENTS}/not-a-uuid")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+/// One service for the scenarios above, in this order (the first counts payments).
+#[tokio::test]
+async fn bad_input_is_refused() {
+    let app = demo_app().await;
+    bad_payments_are_refused_field_by_field(&app).await;
+    confirmation_needs_a_payment_method_the_provider_knows(&app).await;
 }

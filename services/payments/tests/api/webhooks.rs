@@ -54,10 +54,8 @@ async fn waiting(app: &TestApp) -> (String, String) {
     )
 }
 
-#[tokio::test]
-async fn forged_tampered_or_old_webhooks_are_refused_and_change_nothing() {
-    let app = demo_app().await;
-    let (id, intent) = waiting(&app).await;
+async fn forged_tampered_or_old_webhooks_are_refused_and_change_nothing(app: &TestApp) {
+    let (id, intent) = waiting(app).await;
     let now = Utc::now().timestamp();
     let body = event("evt_forged_1", &intent, "succeeded", 1234);
 
@@ -75,12 +73,12 @@ async fn forged_tampered_or_old_webhooks_are_refused_and_change_nothing() {
         ("malformed", Some("t=now,v1=nothex".to_owned())),
     ];
     for (what, header) in cases {
-        let response = deliver(&app, &body, header).await;
+        let response = deliver(app, &body, header).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{what}");
         let problem: Value = json(response).await;
         assert_eq!(problem["code"], "invalid_signature", "{what}: {problem}");
     }
-    let unchanged = payment(&app, &id).await;
+    let unchanged = payment(app, &id).await;
     assert_eq!(unchanged["status"], "requires_payment_method");
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM provider_events")
         .fetch_one(&app.db)
@@ -90,7 +88,7 @@ async fn forged_tampered_or_old_webhooks_are_refused_and_change_nothing() {
 
     // Signed right, but not an event.
     let junk = r#"{"hello": "world"}"#;
-    let response = deliver(&app, junk, signed(junk, now)).await;
+    let response = deliver(app, junk, signed(junk, now)).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // A provider that is not configured here.
     let response = app
@@ -103,24 +101,22 @@ async fn forged_tampered_or_old_webhooks_are_refused_and_change_nothing() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn the_same_webhook_twice_is_applied_once() {
-    let app = demo_app().await;
-    let (id, intent) = waiting(&app).await;
+async fn the_same_webhook_twice_is_applied_once(app: &TestApp) {
+    let (id, intent) = waiting(app).await;
     let body = event("evt_twice", &intent, "succeeded", 1234);
-    let first = deliver(&app, &body, signed(&body, Utc::now().timestamp())).await;
+    let first = deliver(app, &body, signed(&body, Utc::now().timestamp())).await;
     assert_eq!(first.status(), StatusCode::OK);
     let first: Value = json(first).await;
     assert_eq!(first, json!({"received": true, "duplicate": false}));
     // Redelivered later, signed again as providers do.
-    let second = deliver(&app, &body, signed(&body, Utc::now().timestamp() + 1)).await;
+    let second = deliver(app, &body, signed(&body, Utc::now().timestamp() + 1)).await;
     assert_eq!(second.status(), StatusCode::OK);
     let second: Value = json(second).await;
     assert_eq!(second["duplicate"], true);
 
-    let succeeded = payment(&app, &id).await;
+    let succeeded = payment(app, &id).await;
     assert_eq!(succeeded["status"], "succeeded");
-    let from_webhooks: Vec<Value> = history(&app, &id)
+    let from_webhooks: Vec<Value> = history(app, &id)
         .await
         .into_iter()
         .filter(|h| h["provider_event_id"] == "evt_twice")
@@ -136,34 +132,32 @@ async fn the_same_webhook_twice_is_applied_once() {
     assert_eq!(events, 1, "one payments.payment.succeeded");
 }
 
-#[tokio::test]
-async fn a_late_processing_webhook_never_moves_a_succeeded_payment_back() {
-    let app = demo_app().await;
-    let (id, intent) = waiting(&app).await;
+async fn a_late_processing_webhook_never_moves_a_succeeded_payment_back(app: &TestApp) {
+    let (id, intent) = waiting(app).await;
     let now = Utc::now().timestamp();
     let succeeded = event("evt_ok", &intent, "succeeded", 1234);
     assert_eq!(
-        deliver(&app, &succeeded, signed(&succeeded, now))
+        deliver(app, &succeeded, signed(&succeeded, now))
             .await
             .status(),
         StatusCode::OK
     );
-    let version = payment(&app, &id).await["version"].clone();
+    let version = payment(app, &id).await["version"].clone();
     // The processing event was sent first but arrives last.
     let processing = event("evt_earlier", &intent, "processing", 1234);
-    let response = deliver(&app, &processing, signed(&processing, now)).await;
+    let response = deliver(app, &processing, signed(&processing, now)).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let after = payment(&app, &id).await;
+    let after = payment(app, &id).await;
     assert_eq!(after["status"], "succeeded");
     assert_eq!(after["version"], version, "nothing changed");
 
     // Out of order the other way round, it moves forward: processing, then succeeded.
-    let (other, other_intent) = waiting(&app).await;
+    let (other, other_intent) = waiting(app).await;
     for (event_id, status) in [("evt_p", "processing"), ("evt_s", "succeeded")] {
         let body = event(event_id, &other_intent, status, 1234);
-        deliver(&app, &body, signed(&body, now)).await;
+        deliver(app, &body, signed(&body, now)).await;
     }
-    let steps: Vec<String> = history(&app, &other)
+    let steps: Vec<String> = history(app, &other)
         .await
         .iter()
         .map(|h| h["to_status"].as_str().unwrap().to_owned())
@@ -172,4 +166,13 @@ async fn a_late_processing_webhook_never_moves_a_succeeded_payment_back() {
         steps,
         ["requires_payment_method", "processing", "succeeded"]
     );
+}
+
+/// One service for the scenarios above, in this order (the first counts what was recorded).
+#[tokio::test]
+async fn provider_webhooks() {
+    let app = demo_app().await;
+    forged_tampered_or_old_webhooks_are_refused_and_change_nothing(&app).await;
+    the_same_webhook_twice_is_applied_once(&app).await;
+    a_late_processing_webhook_never_moves_a_succeeded_payment_back(&app).await;
 }
