@@ -100,6 +100,10 @@ fn optional_event_types_schema() -> Array {
     event_types(true)
 }
 
+/// An http(s) URL with a DNS name or IPv4 host, an optional port and path: what
+/// [`EndpointUrl`] takes, narrowed to what a schema can say exactly.
+const URL_PATTERN: &str = r"^https?://[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(?::[1-9][0-9]{0,3})?(?:/[!-~]*)?$";
+
 fn url_schema(nullable: bool) -> Object {
     let schema_type: SchemaType = if nullable {
         [Type::String, Type::Null].into_iter().collect()
@@ -109,7 +113,7 @@ fn url_schema(nullable: bool) -> Object {
     ObjectBuilder::new()
         .schema_type(schema_type)
         .max_length(Some(crate::domain::fields::URL_MAX_CHARS))
-        .pattern(Some(r"^https?://[^\s/@:]+(:[0-9]{1,5})?(/[!-~]*)?$"))
+        .pattern(Some(URL_PATTERN))
         .description(Some("An absolute http or https URL without credentials."))
         .build()
 }

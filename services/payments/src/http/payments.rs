@@ -658,11 +658,6 @@ async fn list_payments(
     {
         errors.add("reference_id", "must be 1 to 200 visible ASCII characters");
     }
-    if let (Some(from), Some(before)) = (query.created_from, query.created_before)
-        && from >= before
-    {
-        errors.add("created_before", "must be later than created_from");
-    }
     errors.into_result()?;
     let user_id = match (&caller, query.user) {
         (Caller::User(user), None) if !user.is_admin() => Some(user.id),
