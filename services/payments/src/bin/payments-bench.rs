@@ -316,7 +316,11 @@ async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> any
     println!(
         "# target: >= {TARGET_PER_SECOND:.0} round trips/s: {per_second:.0} ({:.2}x) {}",
         per_second / TARGET_PER_SECOND,
-        if per_second >= TARGET_PER_SECOND { "ok" } else { "MISSED" }
+        if per_second >= TARGET_PER_SECOND {
+            "ok"
+        } else {
+            "MISSED"
+        }
     );
     println!(
         "# target: p99 < {TARGET_P99_MS:.0} ms at {}/s: {p99:.2} ms ({:.2}x) {}",
