@@ -197,7 +197,13 @@ pub async fn payment(
             .as_deref()
             .or(row.cancellation_reason.as_deref()),
     };
-    let (version, updated_at) = payment_store::write_status(tx, row.id, &write).await?;
+    let history = payment_store::HistoryCause {
+        cause: ctx.cause,
+        provider_event_id: ctx.provider_event_id.as_deref(),
+        request_id: ctx.request_id.as_deref(),
+    };
+    let (version, updated_at) =
+        payment_store::write_status(tx, row.id, &write, from, &history).await?;
     let row = PaymentRow {
         status: to,
         amount_captured,
@@ -209,20 +215,6 @@ pub async fn payment(
         updated_at,
         ..row
     };
-    payment_store::insert_history(
-        tx,
-        &NewHistory {
-            payment_id: row.id,
-            refund_id: None,
-            from_status: Some(from.as_str()),
-            to_status: to.as_str(),
-            cause: ctx.cause,
-            provider_event_id: ctx.provider_event_id.as_deref(),
-            request_id: ctx.request_id.as_deref(),
-            version,
-        },
-    )
-    .await?;
     announce_status(tx, &row, ctx, effects).await?;
     tracing::info!(payment = %row.uuid, %from, %to, cause = %ctx.cause, "payment status changed");
     metrics::counter!("payments_transitions_total", "to" => to.as_str(), "cause" => ctx.cause.as_str())

@@ -81,6 +81,13 @@ pub async fn apply_event(
         }
         EventObject::Other(_) => {}
     }
+    if outcome.effects.pushes.is_empty() {
+        // Nothing changed but the event's record, which only spares a redelivery some work:
+        // no need to wait for the disk.
+        sqlx::query("SET LOCAL synchronous_commit TO off")
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(outcome)
 }

@@ -64,6 +64,22 @@ fn own_api_url<A>(settings: &Settings<A>) -> Option<String> {
     Some(format!("http://{host}:{port}/api/payments/v1"))
 }
 
+/// The test provider's own connections to the database: its writes are committed without
+/// waiting for the disk (`synchronous_commit = off`). It stands in for a provider elsewhere,
+/// whose last moments lost in a crash the service already survives: reconciliation and the
+/// idempotent calls repair any difference, as they would with a real provider. Our own tables
+/// are always written durably.
+fn test_provider_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
+    let options = db
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(db.options().get_max_connections().clamp(1, 8))
+        .connect_lazy_with(options)
+}
+
 /// The providers this instance can use; the one new payments go to must be among them.
 fn providers(resources: &Resources<Config>) -> anyhow::Result<Providers> {
     let settings = &resources.settings;
@@ -95,7 +111,7 @@ fn providers(resources: &Resources<Config>) -> anyhow::Result<Providers> {
             tasks: resources.tasks.clone(),
         });
         Arc::new(TestProvider::new(
-            resources.db.clone(),
+            test_provider_pool(&resources.db),
             app.test_provider.webhook_secret.clone(),
             target,
             api.clone().unwrap_or_else(|| "/api/payments/v1".into()),

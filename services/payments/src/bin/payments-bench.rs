@@ -130,44 +130,59 @@ async fn run(options: Options) -> anyhow::Result<()> {
     outcome
 }
 
-/// One create + confirm; whether it ended `succeeded`.
-async fn round_trip(client: &reqwest::Client, base: &str, token: &str, user: Uuid) -> bool {
+/// One create + confirm ending `succeeded`; why not otherwise.
+async fn round_trip(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    user: Uuid,
+) -> Result<(), String> {
     let body = json!({
         "amount": 2500,
         "currency": "EUR",
         "reference": {"service": "events", "id": Uuid::now_v7().to_string()},
         "user": user,
     });
-    let Ok(created) = client
+    let created = client
         .post(format!("{base}/payments"))
         .bearer_auth(token)
         .header("idempotency-key", Uuid::now_v7().to_string())
         .json(&body)
         .send()
         .await
-    else {
-        return false;
-    };
-    let Ok(created) = created.json::<Value>().await else {
-        return false;
-    };
-    let Some(id) = created["id"].as_str() else {
-        return false;
-    };
-    let Ok(confirmed) = client
+        .map_err(|err| format!("create: {}", kind(&err)))?;
+    if created.status() != reqwest::StatusCode::CREATED {
+        return Err(format!("create: {}", created.status()));
+    }
+    let created: Value = created.json().await.map_err(|_| "create: body")?;
+    let id = created["id"].as_str().ok_or("create: no id")?;
+    let confirmed = client
         .post(format!("{base}/payments/{id}/confirm"))
         .bearer_auth(token)
         .header("idempotency-key", Uuid::now_v7().to_string())
         .json(&json!({"payment_method": "pm_card_visa"}))
         .send()
         .await
-    else {
-        return false;
-    };
-    confirmed
-        .json::<Value>()
-        .await
-        .is_ok_and(|payment| payment["status"] == "succeeded")
+        .map_err(|err| format!("confirm: {}", kind(&err)))?;
+    if !confirmed.status().is_success() {
+        return Err(format!("confirm: {}", confirmed.status()));
+    }
+    let payment: Value = confirmed.json().await.map_err(|_| "confirm: body")?;
+    if payment["status"] == "succeeded" {
+        Ok(())
+    } else {
+        Err(format!("confirm: {}", payment["status"]))
+    }
+}
+
+fn kind(err: &reqwest::Error) -> &'static str {
+    if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "request"
+    }
 }
 
 async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> anyhow::Result<()> {
@@ -218,10 +233,9 @@ async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> any
         .pool_max_idle_per_host(options.connections * 2)
         .build()?;
     let base = Arc::new(base);
-    anyhow::ensure!(
-        round_trip(&client, &base, &token, users[0]).await,
-        "a first round trip did not succeed"
-    );
+    if let Err(why) = round_trip(&client, &base, &token, users[0]).await {
+        bail!("a first round trip did not succeed: {why}");
+    }
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -237,19 +251,18 @@ async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> any
             let (client, base, token, users) =
                 (client.clone(), base.clone(), token.clone(), users.clone());
             tokio::spawn(async move {
-                let (mut latencies, mut errors, mut n) = (Vec::new(), 0usize, worker);
+                let (mut latencies, mut errors, mut n) = (Vec::new(), Vec::new(), worker);
                 loop {
                     let started = Instant::now();
                     if started >= end {
                         break;
                     }
                     n += 1;
-                    let ok = round_trip(&client, &base, &token, users[n % users.len()]).await;
+                    let done = round_trip(&client, &base, &token, users[n % users.len()]).await;
                     if started >= warm_until {
-                        if ok {
-                            latencies.push(started.elapsed());
-                        } else {
-                            errors += 1;
+                        match done {
+                            Ok(()) => latencies.push(started.elapsed()),
+                            Err(why) => errors.push(why),
                         }
                     }
                 }
@@ -261,7 +274,7 @@ async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> any
     for worker in workers {
         if let Ok((latencies, errors)) = worker.await {
             measured.latencies.extend(latencies);
-            measured.errors += errors;
+            measured.errors.extend(errors);
         }
     }
     measured.finish(duration);
@@ -270,45 +283,60 @@ async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> any
         options.connections,
         options.seconds,
         measured.latencies.len(),
-        measured.errors
+        measured.errors.len()
     );
     let per_second = measured.print("create_confirm");
 
-    // Latency at a fixed rate, open loop.
+    // Latency at a fixed rate, open loop. Round trips beyond `MAX_IN_FLIGHT` waiting at once are
+    // not sent (counted as shed): past its capacity the service would only queue them.
+    const MAX_IN_FLIGHT: usize = 256;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let interval = Duration::from_secs_f64(1.0 / options.rate as f64);
     let total = options.rate * (options.seconds + 1);
     let start = Instant::now();
     let warm = options.rate as usize;
     let mut tasks = Vec::with_capacity(total as usize);
+    let mut shed = 0usize;
     for n in 0..total {
         let due = start + interval * u32::try_from(n).unwrap_or(u32::MAX);
         tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            if n as usize >= warm {
+                shed += 1;
+            }
+            continue;
+        };
         let (client, base, token, users) =
             (client.clone(), base.clone(), token.clone(), users.clone());
-        tasks.push(tokio::spawn(async move {
-            let ok = round_trip(&client, &base, &token, users[n as usize % users.len()]).await;
-            (ok, due.elapsed())
-        }));
+        tasks.push((
+            n as usize,
+            tokio::spawn(async move {
+                let done =
+                    round_trip(&client, &base, &token, users[n as usize % users.len()]).await;
+                drop(permit);
+                (done, due.elapsed())
+            }),
+        ));
     }
     let mut at_rate = Measured::default();
-    for (n, task) in tasks.into_iter().enumerate() {
-        if let Ok((ok, latency)) = task.await
+    for (n, task) in tasks {
+        if let Ok((done, latency)) = task.await
             && n >= warm
         {
-            if ok {
-                at_rate.latencies.push(latency);
-            } else {
-                at_rate.errors += 1;
+            match done {
+                Ok(()) => at_rate.latencies.push(latency),
+                Err(why) => at_rate.errors.push(why),
             }
         }
     }
     at_rate.finish(duration);
     println!(
-        "# at {} round trips/s for {} s: {} round trips, {} errors",
+        "# at {} round trips/s offered for {} s: {} round trips, {} errors, {} shed (more than {MAX_IN_FLIGHT} waiting)",
         options.rate,
         options.seconds,
         at_rate.latencies.len(),
-        at_rate.errors
+        at_rate.errors.len(),
+        shed
     );
     at_rate.print(&format!("at_{}", options.rate));
     let p99 = at_rate.percentile(0.99).as_secs_f64() * 1000.0;
@@ -335,7 +363,8 @@ async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> any
 
 #[derive(Default)]
 struct Measured {
-    errors: usize,
+    /// Why each failed round trip failed.
+    errors: Vec<String>,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
@@ -361,7 +390,14 @@ impl Measured {
         println!("{name}_per_second {per_second:.1}");
         println!("{name}_p50_ms {:.2}", ms(self.percentile(0.50)));
         println!("{name}_p99_ms {:.2}", ms(self.percentile(0.99)));
-        println!("{name}_errors {}", self.errors);
+        println!("{name}_errors {}", self.errors.len());
+        let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+        for why in &self.errors {
+            *reasons.entry(why.as_str()).or_default() += 1;
+        }
+        for (why, count) in reasons {
+            println!("# {count} × {why}");
+        }
         per_second
     }
 }

@@ -284,18 +284,27 @@ pub struct StatusWrite<'a> {
     pub cancellation_reason: Option<&'a str>,
 }
 
-/// Writes a status change; the new version.
+/// Writes a status change and its history entry (one statement); the new version and time.
 pub async fn write_status(
     conn: &mut PgConnection,
     id: i64,
     write: &StatusWrite<'_>,
+    from: PaymentStatus,
+    history: &HistoryCause<'_>,
 ) -> sqlx::Result<(i32, DateTime<Utc>)> {
     sqlx::query_as(
-        "UPDATE payments SET status = $2, amount_captured = $3, decline_code = $4,
-             failure_message = $5, next_action = $6, cancellation_reason = $7,
-             version = version + 1, updated_at = now()
-         WHERE id = $1
-         RETURNING version, updated_at",
+        "WITH u AS (
+             UPDATE payments SET status = $2, amount_captured = $3, decline_code = $4,
+                 failure_message = $5, next_action = $6, cancellation_reason = $7,
+                 version = version + 1, updated_at = now()
+             WHERE id = $1
+             RETURNING version, updated_at
+         ), h AS (
+             INSERT INTO payment_history (payment_id, from_status, to_status, cause,
+                 provider_event_id, request_id, version)
+             SELECT $1, $8, $2, $9, $10, $11, u.version FROM u
+         )
+         SELECT version, updated_at FROM u",
     )
     .bind(id)
     .bind(write.status.as_str())
@@ -304,8 +313,19 @@ pub async fn write_status(
     .bind(write.failure_message)
     .bind(write.next_action)
     .bind(write.cancellation_reason)
+    .bind(from.as_str())
+    .bind(history.cause.as_str())
+    .bind(history.provider_event_id)
+    .bind(history.request_id)
     .fetch_one(conn)
     .await
+}
+
+/// Why a change is made, as its history entry says.
+pub struct HistoryCause<'a> {
+    pub cause: Cause,
+    pub provider_event_id: Option<&'a str>,
+    pub request_id: Option<&'a str>,
 }
 
 /// Reserves `amount` for a refund, only if what is refundable covers it: the guard that keeps
