@@ -126,7 +126,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
         prefix,
         ..Default::default()
     };
-    bus::testing::cleanup(&amqp, &settings, &[]).await;
+    // The service's queues (its consumer of `auth.user.*`), then the exchange.
+    bus::testing::cleanup(&amqp, &settings, &["payments"]).await;
     outcome
 }
 
