@@ -107,10 +107,11 @@ pub fn bench(root: &Path, target: &str, runs: usize, check: bool, peer: &Peer) -
 
 /// Benchmarks that live next to their crate as a release binary printing its own table:
 /// `bench <target>` → (package, bin).
-const COMPONENT_BENCHES: [(&str, &str, &str); 3] = [
+const COMPONENT_BENCHES: [(&str, &str, &str); 4] = [
     ("bus", "bus", "bus-bench"),
     ("identity", "identity", "identity-bench"),
     ("broker", "broker", "broker-load"),
+    ("payments", "payments", "payments-bench"),
 ];
 
 fn component_bench(target: &str) -> Option<(&'static str, &'static str)> {

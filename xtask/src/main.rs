@@ -22,10 +22,11 @@ struct Cli {
 enum Cmd {
     /// List the discovered services: name, port, path.
     Services,
-    /// Make Postgres, Redis, RabbitMQ and the SMTP sink reachable on 127.0.0.1.
+    /// Make Postgres, Redis, RabbitMQ and the SMTP sink reachable on 127.0.0.1, and install
+    /// the fake Stripe (localstripe) under target/.
     Infra,
-    /// Install the pinned Python tools into virtualenvs under target/: schemathesis (contract)
-    /// and the third-party OAuth client auth's tests use (authlib, PyJWT).
+    /// Install the pinned Python tools into virtualenvs under target/: schemathesis (contract),
+    /// the third-party OAuth client auth's tests use (authlib, PyJWT), localstripe.
     Tools,
     /// Build and run every service with merged logs until Ctrl-C.
     Up {
@@ -70,7 +71,7 @@ enum Cmd {
         port: Option<u16>,
     },
     /// Benchmark a service (start-to-ready, idle RSS), the test `suite`, or a component:
-    /// `bus`, `identity`, `auth`, `broker` (release builds printing their own numbers).
+    /// `bus`, `identity`, `auth`, `broker`, `payments` (release builds printing their own numbers).
     Bench {
         /// A service name (e.g. `template`) or `suite`.
         target: String,
@@ -123,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Infra => {
             infra::ensure(&root, infra::Smtp::Background)?;
+            python::LOCALSTRIPE.ensure(&root)?;
             Ok(0)
         }
         Cmd::Tools => {

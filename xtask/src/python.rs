@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`CONTRACT`] | `target/contract/venv` | `cargo xtask contract` (schemathesis, openapi-spec-validator) |
 //! | [`OAUTH_CLIENT`] | `target/oauth-client/venv` | auth's test with a third-party OAuth client (authlib, PyJWT) |
+//! | [`LOCALSTRIPE`] | `target/localstripe/venv` | the payments service's tests of its `stripe` provider |
 //!
 //! `cargo xtask tools` installs every set (`cargo xtask test` does it before the tests).
 
@@ -46,8 +47,17 @@ pub const OAUTH_CLIENT: ToolSet = ToolSet {
     installed: "bin/python",
 };
 
+/// localstripe, a stateful fake Stripe server, for the payments service's `stripe` provider
+/// tests (they start their own instance from `target/localstripe/venv`). Pinned: the tests know
+/// its behaviour, and its gaps, at this version.
+pub const LOCALSTRIPE: ToolSet = ToolSet {
+    dir: "localstripe",
+    requirements: &["localstripe==1.15.10"],
+    installed: "bin/localstripe",
+};
+
 /// Every set `cargo xtask tools` installs.
-pub const ALL: [&ToolSet; 2] = [&CONTRACT, &OAUTH_CLIENT];
+pub const ALL: [&ToolSet; 3] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE];
 
 impl ToolSet {
     /// `<target>/<dir>`.

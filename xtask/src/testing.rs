@@ -64,7 +64,8 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
         return Ok(1);
     }
 
-    // The Python tools the tests and the contract run use (auth's third-party OAuth client).
+    // The Python tools the tests and the contract run use (auth's third-party OAuth client,
+    // the payments tests' fake Stripe).
     println!("==> tools");
     let started = Instant::now();
     let tools = python::ensure_all(root);

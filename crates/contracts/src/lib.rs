@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 pub mod auth;
+pub mod payments;
 
 #[doc(hidden)]
 pub use uuid as __uuid;
@@ -115,6 +116,10 @@ mod tests {
         ] {
             assert!(is_valid_type(event_type), "{event_type}");
             assert_eq!(producer(event_type), "auth");
+        }
+        for event_type in payments::EVENT_TYPES {
+            assert!(is_valid_type(event_type), "{event_type}");
+            assert_eq!(producer(event_type), "payments");
         }
     }
 }

@@ -127,6 +127,26 @@ pub async fn get_or_create(
     }
 }
 
+/// The local key of a user another service names by UUID (a payment made for them) before this
+/// service has seen them: an existing row as it is (deleted or not: callers check), else a
+/// placeholder with empty email and name stamped at the epoch, so the first token or
+/// `auth.user.*` event fills it in.
+pub async fn get_or_create_by_uuid(conn: &mut PgConnection, uuid: Uuid) -> sqlx::Result<LocalUser> {
+    if let Some(user) = find(&mut *conn, uuid).await? {
+        return Ok(user);
+    }
+    let inserted: Option<LocalUser> = sqlx::query_as(concat!(
+        "INSERT INTO users (uuid, email, name, updated_at) VALUES ($1, '', '', 'epoch')
+         ON CONFLICT (uuid) DO NOTHING
+         RETURNING ",
+        columns!()
+    ))
+    .bind(uuid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    written_or_current(conn, uuid, inserted).await
+}
+
 /// A user as seed data describes it.
 #[derive(Debug, Clone)]
 pub struct NewUser<'a> {

@@ -59,14 +59,18 @@ impl TestApp {
     ) -> anyhow::Result<TestApp> {
         init_logs();
         let database = TestDb::create().await;
+        // Bound first, so the service's settings carry the port it really serves on (a service
+        // that calls itself, as a provider's webhooks do, needs it).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
         let mut settings = kit::service::default_settings::<S>()?;
         settings.database.url = kit::SecretUrl::new(database.url());
         settings.populate.dir = workspace_root().join("populator");
-        settings.http.port = 0;
+        settings.http.host = address.ip().to_string();
+        settings.http.port = address.port();
         configure(&mut settings);
         let app = kit::service::build::<S>(settings).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
+        let base_url = format!("http://{address}");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(listener, async {
             let _ = rx.await;

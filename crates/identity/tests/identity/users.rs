@@ -150,3 +150,25 @@ async fn seed_users_are_got_or_created_without_changes() {
     let row = users::find(&pool, id).await.unwrap().unwrap();
     assert_eq!((row.name.as_str(), row.roles), ("Gus", roles));
 }
+
+#[tokio::test]
+async fn a_user_named_by_another_service_is_filled_in_by_the_first_event() {
+    let (_db, pool) = database().await;
+    let mut conn = pool.acquire().await.unwrap();
+    let id = Uuid::now_v7();
+    let placeholder = users::get_or_create_by_uuid(&mut conn, id).await.unwrap();
+    assert_eq!(
+        (placeholder.email.as_str(), placeholder.name.as_str()),
+        ("", "")
+    );
+    let again = users::get_or_create_by_uuid(&mut conn, id).await.unwrap();
+    assert_eq!(again.id, placeholder.id, "one row per user");
+
+    // Any real data is newer than the placeholder, even an event from long ago.
+    let filled = users::apply_registered(&mut conn, &registered(id, "Hal"), at(60 * 24))
+        .await
+        .unwrap();
+    assert_eq!((filled.id, filled.name.as_str()), (placeholder.id, "Hal"));
+    let kept = users::get_or_create_by_uuid(&mut conn, id).await.unwrap();
+    assert_eq!(kept.name, "Hal", "an existing row is returned as it is");
+}

@@ -1,0 +1,536 @@
+//! Payments and their history. Rows reference users by the local key; what leaves carries
+//! UUIDs.
+
+use chrono::{DateTime, Utc};
+use kit::PageRequest;
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, PgPool, QueryBuilder};
+use uuid::Uuid;
+
+use crate::domain::{CaptureMethod, Cause, PaymentStatus, ProviderName};
+
+/// The keyset key of payment listings: newest first, UUID as tie-break.
+pub type PaymentKey = (DateTime<Utc>, Uuid);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: i64,
+    pub uuid: Uuid,
+    pub user_id: i64,
+    pub user_uuid: Uuid,
+    pub amount: i64,
+    pub currency: String,
+    pub description: Option<String>,
+    pub metadata: Value,
+    pub reference_service: String,
+    pub reference_id: String,
+    pub source: Uuid,
+    #[sqlx(try_from = "String")]
+    pub provider: ProviderName,
+    pub provider_payment_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub payment_method: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub capture_method: CaptureMethod,
+    #[sqlx(try_from = "String")]
+    pub status: PaymentStatus,
+    pub decline_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub next_action: Option<Value>,
+    pub cancellation_reason: Option<String>,
+    pub amount_captured: i64,
+    pub amount_refunded: i64,
+    pub amount_refund_pending: i64,
+    pub version: i32,
+    pub request_fingerprint: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    pub fn key(&self) -> PaymentKey {
+        (self.created_at, self.uuid)
+    }
+
+    /// What can still be refunded: captured, minus refunded and pending refunds.
+    pub fn refundable(&self) -> i64 {
+        self.amount_captured - self.amount_refunded - self.amount_refund_pending
+    }
+
+    pub fn reference(&self) -> contracts::payments::Reference {
+        contracts::payments::Reference {
+            service: self.reference_service.clone(),
+            id: self.reference_id.clone(),
+        }
+    }
+}
+
+/// The columns of [`PaymentRow`] from `payments p JOIN users u`.
+macro_rules! columns {
+    () => {
+        "p.id, p.uuid, p.user_id, u.uuid AS user_uuid, p.amount, p.currency, p.description,
+         p.metadata, p.reference_service, p.reference_id, p.source, p.provider,
+         p.provider_payment_id, p.client_secret, p.payment_method, p.capture_method, p.status,
+         p.decline_code, p.failure_message, p.next_action, p.cancellation_reason,
+         p.amount_captured, p.amount_refunded, p.amount_refund_pending, p.version,
+         p.request_fingerprint, p.created_at, p.updated_at"
+    };
+}
+
+pub async fn find(db: impl PgExecutor<'_>, uuid: Uuid) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments p JOIN users u ON u.id = p.user_id WHERE p.uuid = $1"
+    ))
+    .bind(uuid)
+    .fetch_optional(db)
+    .await
+}
+
+/// The payment, locked for the rest of the transaction: every change to a payment is made
+/// under this lock (refund reservations included).
+pub async fn lock(conn: &mut PgConnection, uuid: Uuid) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments p JOIN users u ON u.id = p.user_id WHERE p.uuid = $1 FOR UPDATE OF p"
+    ))
+    .bind(uuid)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn lock_by_id(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments p JOIN users u ON u.id = p.user_id WHERE p.id = $1 FOR UPDATE OF p"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The payment the provider knows as `provider_payment_id`, locked.
+pub async fn lock_by_provider_id(
+    conn: &mut PgConnection,
+    provider: ProviderName,
+    provider_payment_id: &str,
+) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments p JOIN users u ON u.id = p.user_id
+          WHERE p.provider = $1 AND p.provider_payment_id = $2 FOR UPDATE OF p"
+    ))
+    .bind(provider.as_str())
+    .bind(provider_payment_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The payment a create request with this (scoped, hashed) key started.
+pub async fn find_by_request_key(
+    db: impl PgExecutor<'_>,
+    request_key: &str,
+) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments p JOIN users u ON u.id = p.user_id WHERE p.request_key = $1"
+    ))
+    .bind(request_key)
+    .fetch_optional(db)
+    .await
+}
+
+/// The live (not failed or canceled) payment of `source` for a reference.
+pub async fn find_live_by_reference(
+    db: impl PgExecutor<'_>,
+    source: Uuid,
+    service: &str,
+    id: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT uuid FROM payments
+         WHERE source = $1 AND reference_service = $2 AND reference_id = $3
+           AND status NOT IN ('failed', 'canceled')",
+    )
+    .bind(source)
+    .bind(service)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub struct NewPayment<'a> {
+    pub uuid: Uuid,
+    pub user_id: i64,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub description: Option<&'a str>,
+    pub metadata: Value,
+    pub reference_service: &'a str,
+    pub reference_id: &'a str,
+    pub source: Uuid,
+    pub provider: ProviderName,
+    pub payment_method: Option<&'a str>,
+    pub capture_method: CaptureMethod,
+    pub status: PaymentStatus,
+    pub request_key: Option<&'a str>,
+    pub request_fingerprint: Option<&'a [u8]>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Inserts a payment (locked until the transaction ends); a live payment of the same source and
+/// reference violates `payments_reference_key`.
+pub async fn insert(conn: &mut PgConnection, new: &NewPayment<'_>) -> sqlx::Result<PaymentRow> {
+    sqlx::query_as(concat!(
+        "WITH p AS (
+             INSERT INTO payments (uuid, user_id, amount, currency, description, metadata,
+                 reference_service, reference_id, source, provider, payment_method, capture_method,
+                 status, request_key, request_fingerprint, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+             RETURNING *
+         )
+         SELECT ",
+        columns!(),
+        " FROM p JOIN users u ON u.id = p.user_id"
+    ))
+    .bind(new.uuid)
+    .bind(new.user_id)
+    .bind(new.amount)
+    .bind(new.currency)
+    .bind(new.description)
+    .bind(&new.metadata)
+    .bind(new.reference_service)
+    .bind(new.reference_id)
+    .bind(new.source)
+    .bind(new.provider.as_str())
+    .bind(new.payment_method)
+    .bind(new.capture_method.as_str())
+    .bind(new.status.as_str())
+    .bind(new.request_key)
+    .bind(new.request_fingerprint)
+    .bind(new.created_at)
+    .fetch_one(conn)
+    .await
+}
+
+/// What the provider said about a payment besides its status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProviderNote<'a> {
+    /// Recorded unless the payment has one already.
+    pub provider_payment_id: Option<&'a str>,
+    pub client_secret: Option<&'a str>,
+    /// The payment method it was confirmed with, when there is one.
+    pub payment_method: Option<&'a str>,
+}
+
+/// Locks the payment and records `note` in one statement (a payment's hot path).
+pub async fn lock_and_note(
+    conn: &mut PgConnection,
+    uuid: Uuid,
+    note: &ProviderNote<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "WITH p AS (
+             UPDATE payments SET
+                 provider_payment_id = COALESCE(provider_payment_id, $2),
+                 client_secret = COALESCE(client_secret, $3),
+                 payment_method = COALESCE($4, payment_method)
+             WHERE uuid = $1
+             RETURNING *
+         )
+         SELECT ",
+        columns!(),
+        " FROM p JOIN users u ON u.id = p.user_id"
+    ))
+    .bind(uuid)
+    .bind(note.provider_payment_id)
+    .bind(note.client_secret)
+    .bind(note.payment_method)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records the provider's side of a payment (its id and client secret) once known.
+pub async fn set_provider_side(
+    conn: &mut PgConnection,
+    id: i64,
+    provider_payment_id: &str,
+    client_secret: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE payments SET provider_payment_id = $2, client_secret = $3, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(provider_payment_id)
+    .bind(client_secret)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A new status and what goes with it.
+pub struct StatusWrite<'a> {
+    pub status: PaymentStatus,
+    pub amount_captured: i64,
+    pub decline_code: Option<&'a str>,
+    pub failure_message: Option<&'a str>,
+    pub next_action: Option<&'a Value>,
+    pub cancellation_reason: Option<&'a str>,
+}
+
+/// Writes a status change and its history entry (one statement); the new version and time.
+pub async fn write_status(
+    conn: &mut PgConnection,
+    id: i64,
+    write: &StatusWrite<'_>,
+    from: PaymentStatus,
+    history: &HistoryCause<'_>,
+) -> sqlx::Result<(i32, DateTime<Utc>)> {
+    sqlx::query_as(
+        "WITH u AS (
+             UPDATE payments SET status = $2, amount_captured = $3, decline_code = $4,
+                 failure_message = $5, next_action = $6, cancellation_reason = $7,
+                 version = version + 1, updated_at = now()
+             WHERE id = $1
+             RETURNING version, updated_at
+         ), h AS (
+             INSERT INTO payment_history (payment_id, from_status, to_status, cause,
+                 provider_event_id, request_id, version)
+             SELECT $1, $8, $2, $9, $10, $11, u.version FROM u
+         )
+         SELECT version, updated_at FROM u",
+    )
+    .bind(id)
+    .bind(write.status.as_str())
+    .bind(write.amount_captured)
+    .bind(write.decline_code)
+    .bind(write.failure_message)
+    .bind(write.next_action)
+    .bind(write.cancellation_reason)
+    .bind(from.as_str())
+    .bind(history.cause.as_str())
+    .bind(history.provider_event_id)
+    .bind(history.request_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Why a change is made, as its history entry says.
+pub struct HistoryCause<'a> {
+    pub cause: Cause,
+    pub provider_event_id: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+}
+
+/// Reserves `amount` for a refund, only if what is refundable covers it: the guard that keeps
+/// pending plus succeeded refunds within the captured amount, whatever runs concurrently (the
+/// row is locked by the caller, and the `CHECK` constraint backs it).
+pub async fn reserve_refund(conn: &mut PgConnection, id: i64, amount: i64) -> sqlx::Result<bool> {
+    let reserved = sqlx::query(
+        "UPDATE payments SET amount_refund_pending = amount_refund_pending + $2,
+             version = version + 1, updated_at = now()
+         WHERE id = $1 AND status = 'succeeded'
+           AND amount_refunded + amount_refund_pending + $2 <= amount_captured",
+    )
+    .bind(id)
+    .bind(amount)
+    .execute(conn)
+    .await?;
+    Ok(reserved.rows_affected() == 1)
+}
+
+/// Settles a reserved refund: `succeeded` moves it to the refunded amount, `failed` releases
+/// it. The new version.
+pub async fn settle_refund(
+    conn: &mut PgConnection,
+    id: i64,
+    amount: i64,
+    succeeded: bool,
+) -> sqlx::Result<(i32, i64)> {
+    sqlx::query_as(
+        "UPDATE payments SET amount_refund_pending = amount_refund_pending - $2,
+             amount_refunded = amount_refunded + CASE WHEN $3 THEN $2 ELSE 0 END,
+             version = version + 1, updated_at = now()
+         WHERE id = $1
+         RETURNING version, amount_refunded",
+    )
+    .bind(id)
+    .bind(amount)
+    .bind(succeeded)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn mark_reconciled(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE payments SET reconciled_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Payments not finished that have not changed (nor been re-read) for `age`: oldest first.
+pub async fn stale(
+    db: &PgPool,
+    age: std::time::Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<PaymentRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments p JOIN users u ON u.id = p.user_id
+          WHERE p.status NOT IN ('succeeded', 'failed', 'canceled')
+            AND p.updated_at < now() - $1::interval
+            AND (p.reconciled_at IS NULL OR p.reconciled_at < now() - $1::interval)
+          ORDER BY p.updated_at
+          LIMIT $2"
+    ))
+    .bind(interval(age))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A `std::time::Duration` as a Postgres interval literal.
+pub fn interval(duration: std::time::Duration) -> String {
+    format!("{} milliseconds", duration.as_millis())
+}
+
+/// What a listing may show.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this user's (local key).
+    pub user_id: Option<i64>,
+    pub status: Option<PaymentStatus>,
+    pub reference_service: Option<String>,
+    pub reference_id: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// One page of payments, newest first.
+pub async fn list(
+    db: &PgPool,
+    filter: &Filter,
+    page: &PageRequest<PaymentKey>,
+) -> sqlx::Result<Vec<PaymentRow>> {
+    let mut query = QueryBuilder::new(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM payments p JOIN users u ON u.id = p.user_id WHERE true"
+    ));
+    if let Some(user_id) = filter.user_id {
+        query.push(" AND p.user_id = ").push_bind(user_id);
+    }
+    if let Some(status) = filter.status {
+        query.push(" AND p.status = ").push_bind(status.as_str());
+    }
+    if let Some(service) = &filter.reference_service {
+        query
+            .push(" AND p.reference_service = ")
+            .push_bind(service.clone());
+    }
+    if let Some(id) = &filter.reference_id {
+        query.push(" AND p.reference_id = ").push_bind(id.clone());
+    }
+    if let Some(from) = filter.created_from {
+        query.push(" AND p.created_at >= ").push_bind(from);
+    }
+    if let Some(before) = filter.created_before {
+        query.push(" AND p.created_at < ").push_bind(before);
+    }
+    if let Some((time, uuid)) = page.after {
+        query
+            .push(" AND (p.created_at, p.uuid) < (")
+            .push_bind(time)
+            .push(", ")
+            .push_bind(uuid)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY p.created_at DESC, p.uuid DESC LIMIT ")
+        .push_bind(page.fetch_limit());
+    query.build_query_as().fetch_all(db).await
+}
+
+/// One entry of a payment's history.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub refund: Option<Uuid>,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    #[sqlx(try_from = "String")]
+    pub cause: Cause,
+    pub provider_event_id: Option<String>,
+    pub request_id: Option<String>,
+    pub version: i32,
+    pub at: DateTime<Utc>,
+}
+
+pub struct NewHistory<'a> {
+    pub payment_id: i64,
+    pub refund_id: Option<i64>,
+    pub from_status: Option<&'a str>,
+    pub to_status: &'a str,
+    pub cause: Cause,
+    pub provider_event_id: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub version: i32,
+}
+
+pub async fn insert_history(conn: &mut PgConnection, entry: &NewHistory<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO payment_history (payment_id, refund_id, from_status, to_status, cause,
+             provider_event_id, request_id, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(entry.payment_id)
+    .bind(entry.refund_id)
+    .bind(entry.from_status)
+    .bind(entry.to_status)
+    .bind(entry.cause.as_str())
+    .bind(entry.provider_event_id)
+    .bind(entry.request_id)
+    .bind(entry.version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The first `limit` entries of a payment's history, oldest first.
+pub async fn history(db: &PgPool, payment_id: i64, limit: i64) -> sqlx::Result<Vec<HistoryRow>> {
+    sqlx::query_as(
+        "SELECT r.uuid AS refund, h.from_status, h.to_status, h.cause, h.provider_event_id,
+             h.request_id, h.version, h.at
+         FROM payment_history h LEFT JOIN refunds r ON r.id = h.refund_id
+         WHERE h.payment_id = $1
+         ORDER BY h.id
+         LIMIT $2",
+    )
+    .bind(payment_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Seed data only: sets what was captured and refunded of a payment written as it is.
+pub async fn seed_amounts(
+    conn: &mut PgConnection,
+    id: i64,
+    captured: i64,
+    refunded: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE payments SET amount_captured = $2, amount_refunded = $3 WHERE id = $1")
+        .bind(id)
+        .bind(captured)
+        .bind(refunded)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
