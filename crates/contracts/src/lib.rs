@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 pub mod auth;
+pub mod mail;
 
 /// An event payload: the `data` of a CloudEvent.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -85,6 +86,14 @@ mod tests {
         ] {
             assert!(is_valid_type(event_type), "{event_type}");
             assert_eq!(producer(event_type), "auth");
+        }
+        for event_type in [
+            mail::MessageSent::TYPE,
+            mail::MessageFailed::TYPE,
+            mail::MessageSuppressed::TYPE,
+        ] {
+            assert!(is_valid_type(event_type), "{event_type}");
+            assert_eq!(producer(event_type), "mail");
         }
     }
 }

@@ -5,6 +5,8 @@ use std::process::Command;
 use testkit::TestDb;
 use testkit::cli::{Running, run};
 
+use crate::common::{TEMPLATES, ada, sink};
+
 fn binary() -> Command {
     testkit::cli::command(env!("CARGO_BIN_EXE_mail"), "mail")
 }
@@ -17,11 +19,47 @@ fn bad_settings_exit_2_naming_the_key() {
         binary,
         &["check"],
         &[
-            ("MAIL__APP__MAX_BODY_CHARS", "-1", "app.max_body_chars"),
-            ("MAIL__APP__MAX_BODY_CHAR", "1", "max_body_char"),
+            (
+                "MAIL__APP__SMTP__URL",
+                "http://mail.example.com",
+                "app.smtp.url",
+            ),
+            ("MAIL__APP__FROM", "nobody", "app.from"),
+            ("MAIL__APP__PUBLIC_URL", "ftp://x", "app.public_url"),
+            ("MAIL__APP__MAX_RECIPIENTS", "-1", "app.max_recipients"),
+            ("MAIL__APP__DELIVERY__LEASE", "soon", "app.delivery.lease"),
+            ("MAIL__APP__SMTP__TIMEOUTS", "1s", "timeouts"),
             ("MAIL__HTTP__PORT", "eighty", "http.port"),
         ],
     );
+}
+
+#[tokio::test]
+async fn settings_that_contradict_each_other_stop_the_start_naming_the_key() {
+    let db = TestDb::create().await;
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("MAIL__DATABASE__URL", db.url())
+        .env("MAIL__HTTP__PORT", "0")
+        .env(
+            "MAIL__APP__SMTP__URL",
+            "smtp://relay:hunter2secret@127.0.0.1:1",
+        )
+        .env("MAIL__APP__DELIVERY__LEASE", "10s")
+        .env("MAIL__APP__SMTP__TIMEOUT", "30s"));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("app.delivery.lease"), "{stderr}");
+    assert!(!stderr.contains("hunter2secret"), "{stderr}");
+    let (output, _, stderr) = run(binary()
+        .arg("serve")
+        .env("MAIL__DATABASE__URL", db.url())
+        .env("MAIL__HTTP__PORT", "0")
+        .env("MAIL__ENVIRONMENT", "production")
+        .env("MAIL__AUTH__PUBLIC_KEY", testkit::tokens::public_key())
+        .env("MAIL__REDIS__URL", "redis://127.0.0.1:6379")
+        .env("MAIL__AMQP__URL", bus::testing::amqp_url()));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("app.unsubscribe_secret"), "{stderr}");
 }
 
 #[test]
@@ -41,120 +79,39 @@ fn secrets_never_reach_the_output() {
     );
 }
 
-#[tokio::test]
-async fn check_reports_each_dependency() {
-    let db = TestDb::create().await;
-    let (output, stdout, stderr) = run(binary()
-        .arg("check")
-        .env("MAIL__DATABASE__URL", db.url())
-        .env("MAIL__REDIS__URL", "redis://127.0.0.1:6379"));
-    assert!(output.status.success(), "{stdout}{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        lines[0].starts_with("config") && lines[0].contains("ok"),
-        "{stdout}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("database") && l.contains("up")),
-        "{stdout}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("redis") && l.contains("up")),
-        "{stdout}"
-    );
-
-    // Redis on a port where nothing listens: named as down, non-zero exit.
-    let (output, stdout, _) = run(binary()
-        .arg("check")
-        .env("MAIL__DATABASE__URL", db.url())
-        .env("MAIL__REDIS__URL", "redis://127.0.0.1:1"));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("redis") && l.contains("DOWN")),
-        "{stdout}"
-    );
-}
-
 #[test]
 fn openapi_prints_the_document_without_a_database() {
-    let (output, stdout, stderr) = run(binary().arg("openapi").env(
-        "MAIL__DATABASE__URL",
-        "postgres://nobody@127.0.0.1:1/none",
-    ));
+    let (output, stdout, stderr) = run(binary()
+        .arg("openapi")
+        .env("MAIL__DATABASE__URL", "postgres://nobody@127.0.0.1:1/none"));
     assert!(output.status.success(), "{stderr}");
     let doc: serde_json::Value =
         serde_json::from_str(&stdout).expect("stdout is the JSON document");
     assert_eq!(doc["info"]["title"], "Hatchery mail service");
+    assert!(doc["paths"]["/api/mail/v1/messages"]["post"].is_object());
 }
 
+/// With its database and an SMTP relay, the service reaches the local Redis and RabbitMQ (the
+/// development defaults), serves the demo templates, and stops on SIGTERM with exit code 0 and
+/// no ERROR logged.
 #[tokio::test]
-async fn a_bad_scenario_file_stops_the_start_with_file_and_line() {
+async fn serves_the_demo_templates_on_the_local_servers_and_stops_cleanly() {
     let db = TestDb::create().await;
-    let dir = std::env::temp_dir().join(format!("hatchery-populator-{}", uuid::Uuid::now_v7()));
-    let service_dir = dir.join("broken").join("mail");
-    std::fs::create_dir_all(&service_dir).unwrap();
-    std::fs::write(
-        service_dir.join("notes.yaml"),
-        "users:\n  - id: 0193a000-0000-7000-8000-000000000001\n    email: a@b.test\n    name: A\nnotes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-000000000001\n    titel: typo\n",
-    )
-    .unwrap();
-    let (output, _, stderr) = run(binary()
-        .arg("serve")
-        .env("MAIL__DATABASE__URL", db.url())
-        .env("MAIL__HTTP__PORT", "0")
-        .env("MAIL__POPULATE__DIR", &dir)
-        .env("MAIL__POPULATE__SCENARIO", "broken"));
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("notes.yaml:8"), "{stderr}");
-    assert!(stderr.contains("titel"), "{stderr}");
-
-    // A dangling reference is reported where it is written, and nothing was loaded.
-    std::fs::write(
-        service_dir.join("notes.yaml"),
-        "notes:\n  - id: 0193a000-0000-7000-8000-00000000a001\n    owner: 0193a000-0000-7000-8000-0000000000ff\n    title: orphan\n",
-    )
-    .unwrap();
-    let (output, _, stderr) = run(binary()
-        .args(["populate", "--scenario", "broken"])
-        .env("MAIL__DATABASE__URL", db.url())
-        .env("MAIL__POPULATE__DIR", &dir));
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("notes.yaml:3") && stderr.contains("0193a000-0000-7000-8000-0000000000ff"),
-        "{stderr}"
-    );
-    let pool = db.pool().await;
-    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(notes, 0);
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-/// With nothing set but its database, the service reaches the local Redis and RabbitMQ (the
-/// development defaults), serves the demo data, and stops on SIGTERM with exit code 0 and no
-/// ERROR logged.
-#[tokio::test]
-async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
-    let db = TestDb::create().await;
+    let sink = sink(10);
+    let prefix = bus::testing::unique_prefix();
     let mut child = Running::spawn(
         binary()
             .env("MAIL__DATABASE__URL", db.url())
             .env("MAIL__HTTP__PORT", "0")
             .env("MAIL__POPULATE__SCENARIO", "demo")
+            .env("MAIL__AMQP__PREFIX", &prefix)
+            .env("MAIL__APP__SMTP__URL", format!("smtp://{}", sink.addr()))
             .env("MAIL__AUTH__PUBLIC_KEY", testkit::tokens::public_key()),
     );
     let address = child.address.clone();
     let client = reqwest::Client::new();
     let readiness = testkit::eventually(
-        "Redis and the bus up",
+        "every dependency up",
         std::time::Duration::from_secs(20),
         || async {
             let response = client.get(format!("{address}/readyz")).send().await.ok()?;
@@ -163,23 +120,22 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
         },
     )
     .await;
-    for dependency in ["database", "redis", "bus"] {
+    for dependency in ["database", "redis", "bus", "smtp"] {
         assert_eq!(
             readiness["checks"][dependency]["status"], "up",
             "{readiness}"
         );
     }
-    let admin = testkit::tokens::user(uuid::Uuid::now_v7()).admin().mint();
-    let notes: serde_json::Value = client
-        .get(format!("{address}/api/mail/v1/notes?owner=all"))
-        .bearer_auth(admin)
+    let templates: serde_json::Value = client
+        .get(format!("{address}{TEMPLATES}"))
+        .bearer_auth(ada())
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(notes["items"].as_array().unwrap().len(), 4);
+    assert_eq!(templates["items"].as_array().unwrap().len(), 6);
 
     child.terminate();
     let status = child.exit_status().await;
@@ -189,4 +145,13 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
         errors.is_empty(),
         "a clean shutdown logs no error: {errors:#?}"
     );
+    bus::testing::cleanup(
+        &bus::testing::amqp_url(),
+        &kit::config::AmqpSettings {
+            prefix,
+            ..Default::default()
+        },
+        &["mail"],
+    )
+    .await;
 }

@@ -1,10 +1,13 @@
-//! The mail service over HTTP (and its binary), against real Postgres, Redis and RabbitMQ.
-//! One test binary, so the service links once.
+//! The mail service's tests: one binary, against the real Postgres, Redis, RabbitMQ and an
+//! SMTP sink per test.
 
-mod common;
-
+mod auth_flow;
 mod cli;
+mod common;
+mod crash;
+mod delivery;
 mod events;
-mod idempotency;
-mod notes;
+mod messages;
 mod readiness;
+mod suppressions;
+mod templates;

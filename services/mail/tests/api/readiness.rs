@@ -1,15 +1,15 @@
-//! `/readyz` means "send me traffic": a RabbitMQ outage degrades it (the outbox keeps the
-//! events, writes go on), a database outage fails it. Each server is reached through a
-//! fault-injecting proxy, so only this service sees it go down.
+//! `/readyz` means "send me traffic": a RabbitMQ or SMTP relay outage degrades it (events wait
+//! in the outbox, mail waits in the queue), a database outage fails it. Each server is reached
+//! through a fault-injecting proxy, so only this service sees it go down.
 
 use std::time::Duration;
 
 use kit::SecretUrl;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use testkit::{FaultProxy, TestApp, tokens};
+use serde_json::Value;
+use testkit::{FaultProxy, TestApp};
 
-use crate::common::{bob, redis_url};
+use crate::common::*;
 
 async fn readiness(app: &TestApp) -> (StatusCode, Value) {
     let response = app.get("/readyz").await;
@@ -31,39 +31,49 @@ async fn wait_for(app: &TestApp, expected: &str) -> (StatusCode, Value) {
 }
 
 #[tokio::test]
-async fn a_rabbitmq_outage_degrades_readiness_and_a_database_outage_fails_it() {
+async fn relay_and_rabbitmq_outages_degrade_readiness_and_lose_nothing() {
+    let sink = sink(10);
+    let smtp = FaultProxy::start(sink.addr().to_string()).await;
     let rabbit = FaultProxy::start("127.0.0.1:5672").await;
     let postgres = FaultProxy::start("127.0.0.1:5432").await;
     let mut amqp = bus::testing::settings();
     amqp.url = Some(SecretUrl::new(rabbit.url(&bus::testing::amqp_url())));
     amqp.reconnect_max_delay = Duration::from_millis(200);
-    let app = TestApp::spawn_with::<mail::Mail>(|settings| {
+    let smtp_url = format!("smtp://{}", smtp.addr());
+    let app = spawn_with(&sink, |settings| {
         settings.database.url = SecretUrl::new(postgres.url(settings.database.url.expose()));
         settings.database.acquire_timeout = Some(Duration::from_millis(500));
-        settings.redis.url = Some(SecretUrl::new(redis_url()));
-        settings.amqp = amqp;
-        tokens::trust(settings);
+        settings.amqp = amqp.clone();
+        settings.app.smtp.url = smtp_url.try_into().unwrap();
     })
     .await;
     let (status, body) = wait_for(&app, "ok").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["checks"]["bus"]["required"], false, "{body}");
+    assert_eq!(body["checks"]["smtp"]["required"], false, "{body}");
     assert_eq!(body["checks"]["database"]["required"], true, "{body}");
 
-    // RabbitMQ down: still ready, degraded, and writes go on (their events wait).
+    // The relay down: still ready, degraded; mail is accepted and waits.
+    smtp.refuse(true);
+    smtp.cut_all();
+    let (status, body) = wait_for(&app, "degraded").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["smtp"]["status"], "down", "{body}");
+    let to = unique_email("patient");
+    let accepted = send_verification(&app, std::slice::from_ref(&to)).await;
+    let id = accepted[0]["id"].as_str().unwrap();
+    wait_for_status(&app, id, "deferred").await;
+    smtp.refuse(false);
+    let sent = wait_for_status(&app, id, "sent").await;
+    assert!(sent["attempts"].as_u64().unwrap() >= 2);
+    assert_eq!(mail_to(&sink, &to).len(), 1);
+    wait_for(&app, "ok").await;
+
+    // RabbitMQ down: still ready, degraded.
     rabbit.refuse(true);
     rabbit.cut_all();
     let (status, body) = wait_for(&app, "degraded").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["bus"]["status"], "down", "{body}");
-    let created = app
-        .with_token(&bob().mint())
-        .post_json(
-            "/api/mail/v1/notes",
-            &json!({"title": "Written during the outage"}),
-        )
-        .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
     rabbit.refuse(false);
     wait_for(&app, "ok").await;
 
