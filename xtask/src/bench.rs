@@ -63,11 +63,12 @@ pub fn bench(root: &Path, target: &str, runs: usize, check: bool) -> Result<i32>
 
 /// Benchmarks that live next to their crate as a release binary printing its own table:
 /// `bench <target>` → (package, bin).
-const COMPONENT_BENCHES: [(&str, &str, &str); 4] = [
+const COMPONENT_BENCHES: [(&str, &str, &str); 5] = [
     ("bus", "bus", "bus-bench"),
     ("identity", "identity", "identity-bench"),
     ("auth", "auth", "auth-bench"),
     ("broker", "broker", "broker-load"),
+    ("mail", "mail", "mail-bench"),
 ];
 
 fn component_bench(target: &str) -> Option<(&'static str, &'static str)> {

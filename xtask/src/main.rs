@@ -67,7 +67,7 @@ enum Cmd {
         port: Option<u16>,
     },
     /// Benchmark a service (start-to-ready, idle RSS), the test `suite`, or a component:
-    /// `bus`, `identity`, `auth`, `broker` (release builds printing their own numbers).
+    /// `bus`, `identity`, `auth`, `broker`, `mail` (release builds printing their own numbers).
     Bench {
         /// A service name (e.g. `template`) or `suite`.
         target: String,

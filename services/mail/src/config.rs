@@ -62,10 +62,10 @@ pub struct SmtpSettings {
     pub url: SmtpUrl,
     /// The name this client gives in `EHLO`.
     pub hello_name: String,
-    /// Longest wait for one SMTP command (connecting included).
+    /// Longest wait for connecting (TLS and AUTH included), and for one message's exchange.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Connections open at the same time, at most (also the number of sends in flight).
+    /// Connections in use at the same time, at most (the sends in flight), and kept open.
     pub max_connections: usize,
     /// Idle connections are closed after this.
     #[serde(with = "humantime_serde")]
@@ -166,8 +166,8 @@ impl TryFrom<String> for SmtpUrl {
                 url.redacted()
             ));
         }
-        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.expose())
-            .map_err(|err| format!("{}: {err}", url.redacted()))?;
+        crate::delivery::smtp::Target::parse(url.expose())
+            .map_err(|why| format!("{}: {why}", url.redacted()))?;
         Ok(SmtpUrl(url))
     }
 }
@@ -265,6 +265,18 @@ impl Config {
                 "delivery.lease",
                 "must be longer than twice app.smtp.timeout (a send must end before its lease)",
             );
+        }
+        if self.smtp.max_per_second > 0 {
+            // A claimed batch waits its turn at the send rate within its lease.
+            let claimed = self.delivery.workers as u64 * u64::from(self.delivery.batch);
+            let paced =
+                Duration::from_secs_f64(claimed as f64 / f64::from(self.smtp.max_per_second));
+            if paced * 2 >= self.delivery.lease {
+                return fail(
+                    "delivery.lease",
+                    "must be longer than twice the time the claimed messages (workers × batch) take at app.smtp.max_per_second",
+                );
+            }
         }
         if self.delivery.retry_delay.is_zero()
             || self.delivery.retry_max_delay < self.delivery.retry_delay

@@ -16,7 +16,7 @@ use crate::domain::template::context;
 use crate::domain::{Category, EmailAddress, Locale, RenderError, Status, TemplateKey};
 use crate::events;
 use crate::renderer::Renderer;
-use crate::store::messages::{self, Common, NewAttachment, NewEvents, NewMessages, NewSend};
+use crate::store::messages::{self, Common, NewAttachment, NewMessages, NewSend};
 use crate::store::{suppressions, templates};
 
 /// One recipient: an address, or a platform user (whose address the local user copy has), or
@@ -125,24 +125,14 @@ pub async fn submit(
     let suppressed = suppressions::active_for(&mut **tx, &normalized, category).await?;
 
     let headers = serde_json::to_value(&request.headers).map_err(anyhow::Error::from)?;
-    let send_id = messages::insert_send(
-        tx,
-        &NewSend {
-            template_version_id: template.version_id,
-            data: &request.data,
-            headers: &headers,
-            attachments: &request.attachments,
-        },
-    )
-    .await?;
-
     let now = Utc::now();
     let due = request.send_at.unwrap_or(now).max(now);
     let mut new = NewMessages::default();
     let mut statuses = Vec::with_capacity(recipients.len());
     for (recipient, email) in recipients.iter().zip(&normalized) {
         let uuid = Uuid::now_v7();
-        let status = if suppressed.contains_key(email) {
+        let reason = suppressed.get(email);
+        let status = if reason.is_some() {
             Status::Suppressed
         } else {
             Status::Queued
@@ -156,11 +146,17 @@ pub async fn submit(
             .push((status == Status::Queued).then_some(due));
         new.message_id
             .push(format!("<{}@{message_id_domain}>", uuid.simple()));
+        new.suppressed
+            .push(reason.map(|reason| format!("the address is suppressed ({reason})")));
         statuses.push(status);
     }
     let metadata = serde_json::to_value(&request.metadata).map_err(anyhow::Error::from)?;
+    let queued_detail = match (&request.origin.event, request.send_at) {
+        (Some((_, event_type)), _) => Some(format!("from event {event_type}")),
+        (None, Some(at)) if at > now => Some(format!("scheduled for {}", at.to_rfc3339())),
+        _ => None,
+    };
     let common = Common {
-        send_id,
         template_key: key,
         template_version: template.version,
         locale: locale.as_str(),
@@ -172,29 +168,15 @@ pub async fn submit(
         event_id: request.origin.event.as_ref().map(|(id, _)| *id),
         event_type: request.origin.event.as_ref().map(|(_, t)| t.as_str()),
         sender: request.origin.sender,
+        queued_detail: queued_detail.as_deref(),
     };
-    let ids = messages::insert_messages(tx, &common, &new).await?;
-
-    let queued_detail = match (&request.origin.event, request.send_at) {
-        (Some((_, event_type)), _) => Some(format!("from event {event_type}")),
-        (None, Some(at)) if at > now => Some(format!("scheduled for {}", at.to_rfc3339())),
-        _ => None,
+    let send = NewSend {
+        template_version_id: template.version_id,
+        data: &request.data,
+        headers: &headers,
+        attachments: &request.attachments,
     };
-    let mut timeline = NewEvents::default();
-    for ((id, status), email) in ids.iter().zip(&statuses).zip(&normalized) {
-        timeline.push(*id, "queued", None, None, queued_detail.clone());
-        if *status == Status::Suppressed {
-            let reason = suppressed.get(email).cloned().unwrap_or_default();
-            timeline.push(
-                *id,
-                "suppressed",
-                None,
-                None,
-                Some(format!("the address is suppressed ({reason})")),
-            );
-        }
-    }
-    messages::insert_events(&mut **tx, &timeline).await?;
+    let (_, ids) = messages::insert_send(tx, &send, &common, &new).await?;
 
     let mut queued = Vec::with_capacity(ids.len());
     let mut outcomes = Vec::new();

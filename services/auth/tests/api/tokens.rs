@@ -230,11 +230,11 @@ async fn client_credentials_issue_service_tokens_without_refresh_tokens() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = json(response).await;
     assert!(body.get("refresh_token").is_none(), "{body}");
-    assert_eq!(body["scope"], "payments:read payments:write");
+    assert_eq!(body["scope"], "mail:send payments:read payments:write");
     let (_, claims) = decode(&access(&body));
     assert_eq!(claims["sub"], EVENTS_CLIENT);
     assert_eq!(claims["roles"], json!(["service"]));
-    assert_eq!(claims["scope"], "payments:read payments:write");
+    assert_eq!(claims["scope"], "mail:send payments:read payments:write");
     assert!(claims.get("sid").is_none() && claims.get("email").is_none());
 
     // HTTP Basic, and a narrower scope.

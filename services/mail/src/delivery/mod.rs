@@ -18,6 +18,7 @@
 //! `mail_oldest_due_message_seconds`, `mail_smtp_send_duration_seconds`.
 
 pub mod relay;
+pub mod smtp;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -28,7 +29,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -43,6 +44,10 @@ use relay::{Attempt, Outgoing, Relay};
 
 /// The `NOTIFY` channel a commit that queued messages signals.
 pub const CHANNEL: &str = "mail_due";
+
+/// How long a worker woken by new messages waits before claiming, so that messages queued by
+/// requests arriving together are sent as one batch rather than one batch each.
+const GATHER: Duration = Duration::from_millis(10);
 
 /// Reply codes that mean the mailbox itself is refused: the address is suppressed.
 const HARD_BOUNCE_CODES: [u16; 3] = [550, 551, 553];
@@ -91,21 +96,23 @@ impl Outcome {
 impl Delivery {
     /// Runs the workers until `shutdown`; each finishes the batch it is sending.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (wake, woken) = watch::channel(());
-        let listener = tokio::spawn(listen(self.pool.clone(), wake, shutdown.clone()));
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
         let gauge = tokio::spawn(oldest_due_gauge(self.pool.clone(), shutdown.clone()));
         let workers: Vec<_> = (0..self.settings.workers)
-            .map(|_| tokio::spawn(self.clone().work(woken.clone(), shutdown.clone())))
+            .map(|_| tokio::spawn(self.clone().work(wake.clone(), shutdown.clone())))
             .collect();
         join_all(workers).await;
         let _ = listener.await;
         let _ = gauge.await;
     }
 
-    async fn work(self, mut woken: watch::Receiver<()>, shutdown: CancellationToken) {
+    /// One worker: claims and sends batches while there are due messages, then sleeps until
+    /// woken (one worker per notification; a worker that claimed a full batch wakes another),
+    /// the next message falls due, or `poll` passes.
+    async fn work(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            woken.borrow_and_update();
             let claimed = messages::claim(
                 &self.pool,
                 i64::from(self.settings.batch),
@@ -115,6 +122,9 @@ impl Delivery {
             let pause = match claimed {
                 Ok(batch) if !batch.is_empty() => {
                     failures = 0;
+                    if batch.len() == self.settings.batch as usize {
+                        wake.notify_one();
+                    }
                     self.deliver(batch).await;
                     continue;
                 }
@@ -130,7 +140,12 @@ impl Delivery {
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = woken.changed() => {}
+                () = wake.notified() => {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(GATHER) => {}
+                    }
+                }
                 () = tokio::time::sleep(pause) => {}
             }
         }
@@ -498,9 +513,9 @@ pub fn backoff(settings: &DeliverySettings, attempt: i32) -> Duration {
     base.mul_f64(factor)
 }
 
-/// Wakes the workers when a transaction that queued messages commits. Reconnects by itself
+/// Wakes a worker when a transaction that queued messages commits. Reconnects by itself
 /// (sqlx's listener); the workers' polling covers the gaps.
-async fn listen(pool: PgPool, wake: watch::Sender<()>, shutdown: CancellationToken) {
+async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut pause = Duration::from_millis(100);
     loop {
         let listener = async {
@@ -508,7 +523,7 @@ async fn listen(pool: PgPool, wake: watch::Sender<()>, shutdown: CancellationTok
             listener.listen(CHANNEL).await?;
             loop {
                 listener.recv().await?;
-                wake.send_replace(());
+                wake.notify_one();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

@@ -1,17 +1,17 @@
-//! The SMTP relay: one pooled lettre transport (STARTTLS/TLS and credentials from
-//! `app.smtp.url`, a timeout on every command), a bound on connections in use, the per-relay
-//! send rate, and the MIME message each attempt sends.
+//! The SMTP relay: its connections (STARTTLS/TLS and credentials from `app.smtp.url`, a timeout
+//! on connecting and on each message), a bound on connections in use, the per-relay send rate,
+//! and the MIME message each attempt sends.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
+use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Semaphore;
+
+use super::smtp::{SendError, SmtpClient, Target};
 
 use crate::config::Config;
 use crate::domain::{Category, Rendered};
@@ -45,7 +45,7 @@ pub struct Outgoing<'a> {
 }
 
 pub struct Relay {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    client: SmtpClient,
     /// Sends in flight (each holds a connection), at most `app.smtp.max_connections`.
     slots: Semaphore,
     pace: Option<Pace>,
@@ -60,18 +60,17 @@ impl Relay {
     pub fn new(config: &Config, unsubscribe: Arc<UnsubscribeKey>) -> anyhow::Result<Relay> {
         let smtp = &config.smtp;
         let url = &smtp.url.0;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
-            .map_err(|err| anyhow::anyhow!("app.smtp.url {}: {err}", url.redacted()))?
-            .hello_name(ClientId::Domain(smtp.hello_name.clone()))
-            .timeout(Some(smtp.timeout))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(u32::try_from(smtp.max_connections).unwrap_or(u32::MAX))
-                    .idle_timeout(smtp.idle_timeout),
-            )
-            .build();
+        let target = Target::parse(url.expose())
+            .map_err(|why| anyhow::anyhow!("app.smtp.url {}: {why}", url.redacted()))?;
+        let client = SmtpClient::new(
+            target,
+            &smtp.hello_name,
+            smtp.timeout,
+            smtp.idle_timeout,
+            smtp.max_connections,
+        )?;
         Ok(Relay {
-            transport,
+            client,
             slots: Semaphore::new(smtp.max_connections),
             pace: (smtp.max_per_second > 0).then(|| Pace::new(smtp.max_per_second)),
             from: config.from.mailbox(),
@@ -105,7 +104,7 @@ impl Relay {
             pace.wait().await;
         }
         let started = std::time::Instant::now();
-        let result = self.transport.send(message).await;
+        let result = self.client.send(&message).await;
         metrics::histogram!("mail_smtp_send_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -118,7 +117,12 @@ impl Relay {
                 .trim()
                 .to_owned(),
             },
-            Err(err) => classify(&err),
+            Err(SendError::Smtp(err)) => classify(&err),
+            Err(SendError::Connect(why)) => Attempt::Temporary { reply: None, why },
+            Err(SendError::Timeout) => Attempt::Temporary {
+                reply: None,
+                why: "the relay did not answer in time".into(),
+            },
         }
     }
 
@@ -281,13 +285,7 @@ impl kit::health::Check for SmtpCheck {
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            match self.0.transport.test_connection().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("the relay did not answer NOOP".into()),
-                Err(err) => Err(err.to_string()),
-            }
-        })
+        Box::pin(async move { self.0.client.check().await })
     }
 }
 
@@ -334,3 +332,61 @@ fn dkim_config(config: &Config) -> anyhow::Result<Option<lettre::message::dkim::
 
 /// Whether this build signs with DKIM (the `dkim` feature).
 pub const DKIM_SUPPORTED: bool = cfg!(feature = "dkim");
+
+#[cfg(all(test, feature = "dkim"))]
+mod tests {
+    use super::*;
+    use crate::config::{DkimAlgorithm, DkimSettings};
+    use crate::domain::Locale;
+
+    #[test]
+    fn mail_is_signed_with_the_configured_key_unsubscribe_headers_included() {
+        use base64::Engine;
+        let config = Config {
+            dkim: Some(DkimSettings {
+                domain: "hatchery.test".into(),
+                selector: "mail2026".into(),
+                algorithm: DkimAlgorithm::Ed25519,
+                private_key: kit::Secret::new(
+                    base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+                ),
+            }),
+            ..Config::default()
+        };
+        let relay = Relay::new(
+            &config,
+            Arc::new(UnsubscribeKey::new("a test secret, long enough")),
+        )
+        .unwrap();
+        let rendered = Rendered {
+            locale: Locale::parse("en").unwrap(),
+            subject: "Hello".into(),
+            text: "Hello\n".into(),
+            html: None,
+        };
+        let mail = Outgoing {
+            to: "ada@example.test".parse().unwrap(),
+            message_id: "<1@hatchery.test>",
+            date: SystemTime::now(),
+            category: Category::Notification,
+            rendered: &rendered,
+            headers: &serde_json::json!({}),
+            attachments: &[],
+        };
+        let signed = String::from_utf8(relay.build(&mail).unwrap().formatted()).unwrap();
+        let signature = signed
+            .lines()
+            .skip_while(|l| !l.starts_with("DKIM-Signature:"))
+            .take_while(|l| l.starts_with("DKIM-Signature:") || l.starts_with([' ', '\t']))
+            .collect::<String>();
+        assert!(
+            signature.contains("d=hatchery.test") && signature.contains("s=mail2026"),
+            "{signed}"
+        );
+        assert!(signature.contains("a=ed25519-sha256"), "{signature}");
+        assert!(
+            signature.to_lowercase().contains("list-unsubscribe-post"),
+            "{signature}"
+        );
+    }
+}

@@ -22,34 +22,6 @@ pub struct NewAttachment {
     pub content: Vec<u8>,
 }
 
-/// Stores a send and its attachments; its local id.
-pub async fn insert_send(conn: &mut PgConnection, send: &NewSend<'_>) -> sqlx::Result<i64> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO sends (template_version_id, data, headers, has_attachments)
-         VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(send.template_version_id)
-    .bind(send.data)
-    .bind(send.headers)
-    .bind(!send.attachments.is_empty())
-    .fetch_one(&mut *conn)
-    .await?;
-    for (position, attachment) in send.attachments.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO attachments (send_id, position, filename, content_type, content)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(position as i16)
-        .bind(&attachment.filename)
-        .bind(&attachment.content_type)
-        .bind(&attachment.content)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(id)
-}
-
 /// The messages of one send, column by column (inserted with one statement).
 #[derive(Debug, Default)]
 pub struct NewMessages {
@@ -60,11 +32,12 @@ pub struct NewMessages {
     pub status: Vec<String>,
     pub next_attempt_at: Vec<Option<DateTime<Utc>>>,
     pub message_id: Vec<String>,
+    /// The timeline detail of a message suppressed at once (none for a queued one).
+    pub suppressed: Vec<Option<String>>,
 }
 
 /// What all messages of a send have in common.
 pub struct Common<'a> {
-    pub send_id: i64,
     pub template_key: &'a str,
     pub template_version: i32,
     pub locale: &'a str,
@@ -76,27 +49,52 @@ pub struct Common<'a> {
     pub event_id: Option<Uuid>,
     pub event_type: Option<&'a str>,
     pub sender: Option<Uuid>,
+    /// The detail of every message's `queued` timeline entry.
+    pub queued_detail: Option<&'a str>,
 }
 
-/// Inserts the messages; their local ids, in order.
-pub async fn insert_messages(
+/// Stores a send, its messages and their first timeline entries (`queued`, and `suppressed`
+/// for those suppressed at once) in one statement; the send's id and each message's local id
+/// by UUID. Attachments follow with [`insert_attachments`].
+pub async fn insert_send(
     conn: &mut PgConnection,
+    send: &NewSend<'_>,
     common: &Common<'_>,
     new: &NewMessages,
-) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar(
-        "INSERT INTO messages (uuid, send_id, template_key, template_version, locale, category,
-             to_email, to_name, user_id, status, next_attempt_at, send_at, message_id, tags,
-             metadata, request_id, event_id, event_type, sender, finished_at)
-         SELECT n.uuid, $8, $9, $10, $11, $12, n.to_email, n.to_name, n.user_id, n.status,
-             n.next_attempt_at, $13, n.message_id, $14, $15, $16, $17, $18, $19,
-             CASE WHEN n.status = 'suppressed' THEN now() END
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                     $6::timestamptz[], $7::text[])
-             WITH ORDINALITY AS n(uuid, to_email, to_name, user_id, status, next_attempt_at, message_id, position)
-         ORDER BY n.position
-         RETURNING id",
+) -> sqlx::Result<(i64, Vec<(i64, Uuid)>)> {
+    let rows: Vec<(i64, i64, Uuid)> = sqlx::query_as(
+        "WITH send AS (
+             INSERT INTO sends (template_version_id, data, headers, has_attachments)
+             VALUES ($1, $2, $3, $4) RETURNING id
+         ), n AS (
+             SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::bigint[], $9::text[],
+                                  $10::timestamptz[], $11::text[], $12::text[])
+                 WITH ORDINALITY AS n(uuid, to_email, to_name, user_id, status, next_attempt_at,
+                                      message_id, suppressed, position)
+         ), inserted AS (
+             INSERT INTO messages (uuid, send_id, template_key, template_version, locale, category,
+                 to_email, to_name, user_id, status, next_attempt_at, send_at, message_id, tags,
+                 metadata, request_id, event_id, event_type, sender, finished_at)
+             SELECT n.uuid, send.id, $13, $14, $15, $16, n.to_email, n.to_name, n.user_id, n.status,
+                 n.next_attempt_at, $17, n.message_id, $18, $19, $20, $21, $22, $23,
+                 CASE WHEN n.status = 'suppressed' THEN now() END
+             FROM send, n ORDER BY n.position
+             RETURNING id, uuid, send_id
+         ), timeline AS (
+             INSERT INTO message_events (message_id, kind, detail)
+             SELECT e.id, e.kind, e.detail FROM (
+                 SELECT i.id, 'queued' AS kind, $24::text AS detail, 0 AS step FROM inserted i
+                 UNION ALL
+                 SELECT i.id, 'suppressed', n.suppressed, 1
+                 FROM inserted i JOIN n ON n.uuid = i.uuid WHERE n.suppressed IS NOT NULL
+             ) e ORDER BY e.id, e.step
+         )
+         SELECT send_id, id, uuid FROM inserted",
     )
+    .bind(send.template_version_id)
+    .bind(send.data)
+    .bind(send.headers)
+    .bind(!send.attachments.is_empty())
     .bind(&new.uuid)
     .bind(&new.to_email)
     .bind(&new.to_name)
@@ -104,7 +102,7 @@ pub async fn insert_messages(
     .bind(&new.status)
     .bind(&new.next_attempt_at)
     .bind(&new.message_id)
-    .bind(common.send_id)
+    .bind(&new.suppressed)
     .bind(common.template_key)
     .bind(common.template_version)
     .bind(common.locale)
@@ -116,8 +114,36 @@ pub async fn insert_messages(
     .bind(common.event_id)
     .bind(common.event_type)
     .bind(common.sender)
-    .fetch_all(conn)
-    .await
+    .bind(common.queued_detail)
+    .fetch_all(&mut *conn)
+    .await?;
+    let send_id = rows.first().map_or(0, |(send_id, _, _)| *send_id);
+    let ids = rows.into_iter().map(|(_, id, uuid)| (id, uuid)).collect();
+    if !send.attachments.is_empty() {
+        insert_attachments(conn, send_id, send.attachments).await?;
+    }
+    Ok((send_id, ids))
+}
+
+async fn insert_attachments(
+    conn: &mut PgConnection,
+    send_id: i64,
+    attachments: &[NewAttachment],
+) -> sqlx::Result<()> {
+    for (position, attachment) in attachments.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO attachments (send_id, position, filename, content_type, content)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(send_id)
+        .bind(position as i16)
+        .bind(&attachment.filename)
+        .bind(&attachment.content_type)
+        .bind(&attachment.content)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Timeline entries, column by column.

@@ -1,5 +1,6 @@
-//! With the real auth service on the same bus: signing up mails a working verification link,
-//! "forgot password" mails a working reset link, and an event delivered twice mails once.
+//! With the real auth service on the same bus, its tokens verified against its key set: signing
+//! up mails a working verification link, "forgot password" mails a working reset link, an event
+//! delivered twice mails once, and the events service's demo client may send mail.
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ async fn spawn_auth(amqp: &kit::config::AmqpSettings) -> TestApp {
         settings.app.verify_email_url = "https://hatchery.test/verify-email?token={token}".into();
         settings.app.reset_password_url =
             "https://hatchery.test/reset-password?token={token}".into();
+        settings.populate.scenario = Some("demo".into());
         settings.amqp = amqp;
     })
     .await
@@ -51,6 +53,21 @@ fn link(mail: &smtp_sink::Message, prefix: &str) -> (String, String) {
     (url, token)
 }
 
+const EVENTS_CLIENT: &str = "0193a000-0000-7000-8000-00000000c004";
+const MAIL_CLIENT: &str = "0193a000-0000-7000-8000-00000000c002";
+
+/// An access token from auth's token endpoint.
+async fn access_token(auth: &TestApp, grant: Value) -> String {
+    let response = auth.post_json(&format!("{AUTH}/token"), &grant).await;
+    let status = response.status();
+    let body: Value = json(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
 async fn sign_in(auth: &TestApp, email: &str, password: &str) -> StatusCode {
     auth.post_json(
         &format!("{AUTH}/token"),
@@ -65,9 +82,15 @@ async fn signing_up_and_forgetting_the_password_mail_links_that_work_once_each()
     let amqp = bus::testing::settings();
     let url = bus::testing::amqp_url();
     let sink = sink(10);
+    let auth = spawn_auth(&amqp).await;
+    let jwks = format!("{}/.well-known/jwks.json", auth.base_url);
     let mail = spawn_with(&sink, {
         let amqp = amqp.clone();
-        move |settings| settings.amqp = amqp
+        move |settings| {
+            settings.amqp = amqp;
+            settings.auth.public_key = None;
+            settings.auth.jwks_url = Some(jwks);
+        }
     })
     .await;
     testkit::eventually("mail's bus to be up", Duration::from_secs(10), || async {
@@ -75,7 +98,6 @@ async fn signing_up_and_forgetting_the_password_mail_links_that_work_once_each()
         (ready["checks"]["bus"]["status"] == "up").then_some(())
     })
     .await;
-    let auth = spawn_auth(&amqp).await;
 
     let email = unique_email("newcomer");
     let password = "correct-horse-battery-staple";
@@ -110,9 +132,15 @@ async fn signing_up_and_forgetting_the_password_mail_links_that_work_once_each()
         .await;
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
-    // The message is traceable to the signup's event, and to the user.
+    // The message is traceable to the signup's event, and to the user (read by the demo admin,
+    // signed in on auth).
+    let ada = access_token(
+        &auth,
+        json!({"grant_type": "password", "email": "ada@hatchery.test", "password": "hatchery-ada"}),
+    )
+    .await;
     let listed: Value = json(
-        mail.with_token(&ada())
+        mail.with_token(&ada)
             .get(&format!(
                 "{MESSAGES}?user_id={}",
                 user["user"]["id"].as_str().unwrap()
@@ -192,6 +220,39 @@ async fn signing_up_and_forgetting_the_password_mail_links_that_work_once_each()
         .await
         .unwrap();
     assert_eq!(messages, 2, "one verification, one reset");
+
+    // The events service's demo client sends mail itself; the mail service's own client may not.
+    let events = access_token(
+        &auth,
+        json!({"grant_type": "client_credentials", "client_id": EVENTS_CLIENT, "client_secret": "hatchery-events-secret"}),
+    )
+    .await;
+    let to = unique_email("from-events");
+    let sent = send(
+        &mail,
+        &events,
+        &json!({"template": "events.registration_canceled", "recipients": [{"email": to, "name": "Bob"}],
+                "data": {"name": "Bob", "event": {"title": "Rust meetup", "starts_at": "2026-12-10T18:30:00Z", "url": "https://hatchery.test/e/1"}}}),
+    )
+    .await;
+    assert_eq!(sent.status(), StatusCode::ACCEPTED);
+    let canceled = wait_for_mail(&sink, &to).await;
+    assert_eq!(
+        canceled.subject().as_deref(),
+        Some("Registration canceled: Rust meetup")
+    );
+    let own = access_token(
+        &auth,
+        json!({"grant_type": "client_credentials", "client_id": MAIL_CLIENT, "client_secret": "hatchery-mail-secret"}),
+    )
+    .await;
+    let refused = send(
+        &mail,
+        &own,
+        &json!({"template": "auth.verify_email", "recipients": [{"email": to}]}),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 
     publisher.close().await;
     drop(auth);
