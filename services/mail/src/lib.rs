@@ -96,6 +96,7 @@ impl kit::Service for Mail {
             renderer: renderer.clone(),
             settings: app.delivery.clone(),
             suppress_hard_bounces: app.suppress_hard_bounces,
+            concurrency: app.smtp.max_connections,
         };
         let mut started = Started::new(AppState {
             db: resources.db.clone(),

@@ -100,9 +100,28 @@ pub async fn submit(
     message_id_domain: &str,
 ) -> Result<Vec<Queued>, Refused> {
     let key = request.template.as_str();
-    let template = templates::current(&mut **tx, key)
-        .await?
-        .ok_or_else(|| Refused::UnknownTemplate(key.to_owned()))?;
+    // Addresses known up front (no recipient given by user id alone, the usual case): the
+    // template and the suppressions in one round trip.
+    let known: Option<Vec<String>> = request
+        .recipients
+        .iter()
+        .map(|r| r.email.as_ref().map(EmailAddress::normalized))
+        .collect();
+    let (template, early) = match &known {
+        Some(emails) => {
+            let found =
+                templates::current_with_suppressions(&mut **tx, key, emails, request.category)
+                    .await?
+                    .ok_or_else(|| Refused::UnknownTemplate(key.to_owned()))?;
+            (found.0, Some(found.1))
+        }
+        None => (
+            templates::current(&mut **tx, key)
+                .await?
+                .ok_or_else(|| Refused::UnknownTemplate(key.to_owned()))?,
+            None,
+        ),
+    };
     if template.archived {
         return Err(Refused::ArchivedTemplate(key.to_owned()));
     }
@@ -122,7 +141,10 @@ pub async fn submit(
     }
 
     let normalized: Vec<String> = recipients.iter().map(|r| r.email.normalized()).collect();
-    let suppressed = suppressions::active_for(&mut **tx, &normalized, category).await?;
+    let suppressed = match early {
+        Some(suppressed) => suppressed,
+        None => suppressions::active_for(&mut **tx, &normalized, category).await?,
+    };
 
     let headers = serde_json::to_value(&request.headers).map_err(anyhow::Error::from)?;
     let now = Utc::now();

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -59,6 +60,8 @@ pub struct Delivery {
     pub renderer: Renderer,
     pub settings: DeliverySettings,
     pub suppress_hard_bounces: bool,
+    /// Attempts of one batch under way at once (the relay's connections).
+    pub concurrency: usize,
 }
 
 /// What became of one attempt.
@@ -173,27 +176,39 @@ impl Delivery {
                 return;
             }
         };
-        let attempts = batch.iter().map(|message| {
-            let span = tracing::info_span!(
-                "delivery",
-                message_id = %message.uuid,
-                request_id = message.request_id.as_deref().unwrap_or(""),
-                attempt = message.attempts,
-            );
-            let reason = message.suppressed.clone();
-            let files = attachments
-                .get(&message.send_id)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            let attempt = async move {
-                match reason {
-                    Some(reason) => Outcome::Suppressed { reason },
-                    None => self.attempt(message, files).await,
-                }
-            };
-            attempt.instrument(span)
-        });
-        let outcomes = join_all(attempts).await;
+        let attempts: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                let span = tracing::info_span!(
+                    "delivery",
+                    message_id = %message.uuid,
+                    request_id = message.request_id.as_deref().unwrap_or(""),
+                    attempt = message.attempts,
+                );
+                let reason = message.suppressed.clone();
+                let files = attachments
+                    .get(&message.send_id)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                let attempt = async move {
+                    let outcome = match reason {
+                        Some(reason) => Outcome::Suppressed { reason },
+                        None => self.attempt(message, files).await,
+                    };
+                    (index, outcome)
+                };
+                attempt.instrument(span)
+            })
+            .collect();
+        // As many at a time as there are connections: each message is rendered and built just
+        // before its turn, so a large batch never holds the runtime for long in one go.
+        let mut outcomes: Vec<(usize, Outcome)> = futures_util::stream::iter(attempts)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        outcomes.sort_by_key(|(index, _)| *index);
+        let outcomes = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
         self.record(&batch, outcomes).await;
     }
 

@@ -214,6 +214,19 @@ impl fmt::Display for TemplateKey {
     }
 }
 
+/// Whether a JSON value holds a NUL character anywhere (keys included): the database cannot
+/// keep one in `jsonb`.
+pub fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
+        _ => false,
+    }
+}
+
 /// A tag on a message (for searching and reporting): 1 to 64 of `[A-Za-z0-9_.:-]`.
 pub fn parse_tag(tag: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&tag.len())
@@ -243,7 +256,7 @@ pub fn parse_header(name: &str, value: &str) -> Result<(String, String), String>
             "{name:?}: only `Reply-To` and `X-` headers (letters, digits and `-`) can be set"
         ));
     }
-    if value.len() > 998 || value.contains(['\r', '\n']) || value.trim().is_empty() {
+    if value.len() > 998 || value.contains(['\r', '\n', '\0']) || value.trim().is_empty() {
         return Err(format!(
             "{name}: the value must be one non-empty line of at most 998 bytes"
         ));

@@ -58,9 +58,9 @@ pub struct SendMessages {
     #[schema(pattern = "^[a-zA-Z]{2,3}([-_][a-zA-Z]{2})?$", example = "es")]
     pub locale: Option<String>,
     /// The template's variables (each recipient's `recipient.email` and `recipient.name` are
-    /// added).
+    /// added); none (or `null`) is an empty object.
     #[serde(default)]
-    #[schema(value_type = Object, example = json!({"name": "Ada", "url": "https://hatchery.test/verify-email?token=abc", "expires_at": "2026-12-02T10:00:00Z"}))]
+    #[schema(value_type = Option<Object>, example = json!({"name": "Ada", "email": "ada@hatchery.test", "url": "https://hatchery.test/verify-email?token=abc", "expires_at": "2026-12-02T10:00:00Z"}))]
     pub data: serde_json::Map<String, serde_json::Value>,
     /// One message is created per recipient.
     #[schema(min_items = 1, max_items = 1000)]
@@ -142,7 +142,7 @@ pub struct RecipientInput {
     #[serde(default)]
     #[schema(
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f]*$",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
         example = "Ada Admin"
     )]
     pub name: Option<String>,
@@ -156,7 +156,7 @@ pub struct AttachmentInput {
     #[schema(
         min_length = 1,
         max_length = 255,
-        pattern = r"^[^/\\\x00-\x1f\x7f]+$",
+        pattern = r"^[^/\\\x00-\x1f\x7f-\x9f]+$",
         example = "ticket.pdf"
     )]
     pub filename: String,
@@ -238,6 +238,9 @@ fn parse(
             user: recipient.user_id,
         });
     }
+    if domain::contains_nul(&serde_json::Value::Object(input.data.clone())) {
+        errors.add("data", "must not contain NUL characters");
+    }
     let now = Utc::now();
     if let Some(at) = input.send_at
         && at > now + chrono::Duration::days(MAX_SCHEDULE_DAYS)
@@ -287,7 +290,7 @@ fn parse(
                 format!("metadata.{key}"),
                 "keys are 1 to 40 of letters, digits, `_`, `.`, `-`",
             );
-        } else if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+        } else if value.chars().count() > MAX_METADATA_VALUE_CHARS || value.contains('\0') {
             errors.add(
                 format!("metadata.{key}"),
                 format!("must be at most {MAX_METADATA_VALUE_CHARS} characters"),
@@ -644,11 +647,19 @@ async fn cancel_message(
 #[into_params(parameter_in = Query)]
 pub struct MessageFilter {
     /// The recipient's address (case-insensitive).
-    #[param(max_length = 254, example = "ada@hatchery.test")]
+    #[param(
+        max_length = 254,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
+        example = "ada@hatchery.test"
+    )]
     pub recipient: Option<String>,
     pub status: Option<Status>,
     /// A template key.
-    #[param(max_length = 100, example = "auth.verify_email")]
+    #[param(
+        max_length = 100,
+        pattern = "^[a-z][a-z0-9_-]*(\\.[a-z][a-z0-9_-]*)*$",
+        example = "auth.verify_email"
+    )]
     pub template: Option<String>,
     /// A platform user's id.
     pub user_id: Option<Uuid>,
@@ -665,7 +676,7 @@ pub struct MessageFilter {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of messages", body = Page<MessageSummary>),
-        (status = 422, description = "A cursor this listing did not issue", body = kit::Problem),
+        (status = 422, description = "A cursor this listing did not issue, or a filter that cannot match (`validation_failed`)", body = kit::Problem),
     )
 )]
 async fn list_messages(
@@ -674,7 +685,28 @@ async fn list_messages(
     Query(filter): Query<MessageFilter>,
     Query(paging): Query<PageParams>,
 ) -> ApiResult<Json<Page<MessageSummary>>> {
-    let page = paging.parse::<(DateTime<Utc>, Uuid)>()?;
+    let mut errors = FieldErrors::default();
+    if filter.recipient.as_ref().is_some_and(|r| {
+        r.chars().count() > EmailAddress::MAX_LEN || r.chars().any(char::is_control)
+    }) {
+        errors.add(
+            "recipient",
+            format!(
+                "must be at most {} characters, without control characters",
+                EmailAddress::MAX_LEN
+            ),
+        );
+    }
+    if let Some(template) = &filter.template {
+        errors.take("template", TemplateKey::parse(template));
+    }
+    let page = match paging.parse::<(DateTime<Utc>, Uuid)>() {
+        Ok(page) => Some(page),
+        Err(err) if errors.is_empty() => return Err(err),
+        Err(_) => None,
+    };
+    errors.into_result()?;
+    let page = page.ok_or_else(|| ApiError::internal(anyhow::anyhow!("paging checked above")))?;
     let user_id = match filter.user_id {
         Some(user) => Some(identity::users::local_id(&state.db, user).await?),
         None => None,

@@ -73,7 +73,11 @@ pub struct AddSuppression {
     #[serde(default)]
     pub category: Option<Category>,
     #[serde(default)]
-    #[schema(max_length = 500, example = "Asked by phone not to get mail")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\x00]*$",
+        example = "Asked by phone not to get mail"
+    )]
     pub note: String,
     /// In force until then (none: until released).
     #[serde(default)]
@@ -106,8 +110,8 @@ async fn add_suppression(
 ) -> ApiResult<Response> {
     let mut errors = FieldErrors::default();
     let email = errors.take("email", EmailAddress::parse(&input.email));
-    if input.note.chars().count() > 500 {
-        errors.add("note", "must be at most 500 characters");
+    if input.note.chars().count() > 500 || input.note.contains('\0') {
+        errors.add("note", "must be at most 500 characters, without NUL");
     }
     errors.into_result()?;
     let email = email.ok_or_else(|| ApiError::internal(anyhow::anyhow!("checked above")))?;
@@ -133,14 +137,14 @@ async fn add_suppression(
         .into_response())
 }
 
-/// One entry.
+/// One entry not released (a released entry is listed with `?active=false`).
 #[utoipa::path(
     get, path = "/suppressions/{id}", tag = "suppressions",
     params(("id" = Uuid, Path, description = "The entry's id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The entry", body = Suppression),
-        (status = 404, description = "No such entry", body = kit::Problem),
+        (status = 404, description = "No such entry, or released", body = kit::Problem),
     )
 )]
 async fn get_suppression(
@@ -150,11 +154,13 @@ async fn get_suppression(
 ) -> ApiResult<Json<Suppression>> {
     let row = suppressions::find(&state.db, id)
         .await?
+        .filter(|row| row.released_at.is_none())
         .ok_or_else(|| ApiError::not_found("suppression"))?;
     Ok(Json(row.into()))
 }
 
-/// Release an entry: mail to the address is sent again. The entry stays, marked released.
+/// Release an entry: mail to the address is sent again. The entry stays on record, marked
+/// released (listed with `?active=false`).
 #[utoipa::path(
     delete, path = "/suppressions/{id}", tag = "suppressions",
     params(("id" = Uuid, Path, description = "The entry's id")),
@@ -182,7 +188,11 @@ async fn release_suppression(
 #[into_params(parameter_in = Query)]
 pub struct SuppressionFilter {
     /// One address (case-insensitive).
-    #[param(max_length = 254, example = "bounced@example.com")]
+    #[param(
+        max_length = 254,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$",
+        example = "bounced@example.com"
+    )]
     pub email: Option<String>,
     /// Only entries in force (`true`) or only released and expired ones (`false`).
     pub active: Option<bool>,
@@ -195,7 +205,7 @@ pub struct SuppressionFilter {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of entries", body = Page<Suppression>),
-        (status = 422, description = "A cursor this listing did not issue", body = kit::Problem),
+        (status = 422, description = "A cursor this listing did not issue, or an address longer than any (`validation_failed`)", body = kit::Problem),
     )
 )]
 async fn list_suppressions(
@@ -204,6 +214,19 @@ async fn list_suppressions(
     Query(filter): Query<SuppressionFilter>,
     Query(paging): Query<PageParams>,
 ) -> ApiResult<Json<Page<Suppression>>> {
+    if filter.email.as_ref().is_some_and(|e| {
+        e.chars().count() > EmailAddress::MAX_LEN || e.chars().any(char::is_control)
+    }) {
+        let mut errors = FieldErrors::default();
+        errors.add(
+            "email",
+            format!(
+                "must be at most {} characters, without control characters",
+                EmailAddress::MAX_LEN
+            ),
+        );
+        return Err(errors.into());
+    }
     let page = paging.parse::<(DateTime<Utc>, Uuid)>()?;
     let email = filter.email.map(|e| e.trim().to_lowercase());
     let rows = suppressions::list(&state.db, email.as_deref(), filter.active, &page).await?;

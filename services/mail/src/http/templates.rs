@@ -86,7 +86,11 @@ pub struct CreateTemplate {
     )]
     pub key: String,
     #[serde(default)]
-    #[schema(max_length = 500, example = "Reminder the day before an event")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\x00]*$",
+        example = "Reminder the day before an event"
+    )]
     pub description: String,
     #[serde(default = "transactional")]
     pub category: Category,
@@ -96,9 +100,9 @@ pub struct CreateTemplate {
     /// Subject, text and optional HTML (Jinja syntax) per language tag.
     #[schema(schema_with = locales_schema)]
     pub locales: BTreeMap<String, LocaleContent>,
-    /// Example data for previews.
+    /// Example data for previews (none or `null`: an empty object).
     #[serde(default)]
-    #[schema(value_type = Object, example = json!({"name": "Ada", "event": {"title": "Rust meetup", "venue": "The Hatchery"}}))]
+    #[schema(value_type = Option<Object>, example = json!({"name": "Ada", "event": {"title": "Rust meetup", "venue": "The Hatchery"}}))]
     pub sample_data: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -122,7 +126,11 @@ impl CreateTemplate {
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
     #[serde(default)]
-    #[schema(max_length = 500, example = "Reminder the day before an event")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\x00]*$",
+        example = "Reminder the day before an event"
+    )]
     pub description: String,
     #[serde(default = "transactional")]
     pub category: Category,
@@ -132,9 +140,9 @@ pub struct TemplateInput {
     /// Subject, text and optional HTML (Jinja syntax) per language tag.
     #[schema(schema_with = locales_schema)]
     pub locales: BTreeMap<String, LocaleContent>,
-    /// Example data for previews.
+    /// Example data for previews (none or `null`: an empty object).
     #[serde(default)]
-    #[schema(value_type = Object, example = json!({"name": "Ada", "event": {"title": "Rust meetup", "venue": "The Hatchery"}}))]
+    #[schema(value_type = Option<Object>, example = json!({"name": "Ada", "event": {"title": "Rust meetup", "venue": "The Hatchery"}}))]
     pub sample_data: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -169,8 +177,11 @@ fn transactional() -> Category {
 impl TemplateInput {
     /// The content, or its problems recorded in `errors`.
     fn parse(&self, errors: &mut FieldErrors) -> Option<TemplateContent> {
-        if self.description.chars().count() > 500 {
-            errors.add("description", "must be at most 500 characters");
+        if self.description.chars().count() > 500 || self.description.contains('\0') {
+            errors.add("description", "must be at most 500 characters, without NUL");
+        }
+        if crate::domain::contains_nul(&serde_json::Value::Object(self.sample_data.clone())) {
+            errors.add("sample_data", "must not contain NUL characters");
         }
         match TemplateContent::parse(&self.default_locale, &self.locales) {
             Ok(content) => Some(content),
@@ -269,14 +280,15 @@ fn template_path_key(key: &str) -> Result<TemplateKey, ApiError> {
     TemplateKey::parse(key).map_err(|_| ApiError::not_found("template"))
 }
 
-/// A template at its newest version, or at `?version=`.
+/// A live template at its newest version, or at `?version=` (archived templates are listed
+/// with `?archived=true`).
 #[utoipa::path(
     get, path = "/templates/{key}", tag = "templates",
     params(("key" = String, Path, description = "The template's key", max_length = 100), VersionParam),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The template", body = Template),
-        (status = 404, description = "No such template or version", body = kit::Problem),
+        (status = 404, description = "No such template or version, or archived", body = kit::Problem),
     )
 )]
 async fn get_template(
@@ -289,6 +301,7 @@ async fn get_template(
     let version = params.version.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     let row = templates::find(&state.db, key.as_str(), version)
         .await?
+        .filter(|row| row.archived_at.is_none())
         .ok_or_else(|| ApiError::not_found("template"))?;
     Ok(Json(row.into()))
 }
@@ -338,8 +351,8 @@ async fn update_template(
     Ok(Json(row.into()))
 }
 
-/// Archive a template: it is kept (with every version), no longer listed, and sends naming it
-/// are refused (`template_archived`) until it is edited again.
+/// Archive a template: it is kept (with every version) and listed with `?archived=true`, and
+/// sends naming it are refused (`template_archived`) until it is edited again.
 #[utoipa::path(
     delete, path = "/templates/{key}", tag = "templates",
     params(("key" = String, Path, description = "The template's key", max_length = 100)),

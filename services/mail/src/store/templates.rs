@@ -78,6 +78,52 @@ pub async fn current(db: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<
     .await
 }
 
+#[derive(sqlx::FromRow)]
+struct CurrentWithSuppressions {
+    #[sqlx(flatten)]
+    current: Current,
+    emails: Vec<String>,
+    reasons: Vec<String>,
+}
+
+/// [`current`], and of `emails` (lower-cased) those suppressed for mail of the send's category
+/// (`category`, else the template's), with the reason: one round trip.
+pub async fn current_with_suppressions(
+    db: impl PgExecutor<'_>,
+    key: &str,
+    emails: &[String],
+    category: Option<Category>,
+) -> sqlx::Result<Option<(Current, std::collections::HashMap<String, String>)>> {
+    let row: Option<CurrentWithSuppressions> = sqlx::query_as(
+        "SELECT v.id AS version_id, v.version, t.category, t.archived_at IS NOT NULL AS archived,
+             ARRAY(SELECT s.email FROM suppressions s
+                   WHERE s.email = ANY($2) AND s.released_at IS NULL
+                     AND (s.expires_at IS NULL OR s.expires_at > now())
+                     AND (s.category IS NULL OR s.category = COALESCE($3, t.category))
+                   ORDER BY s.email, s.created_at) AS emails,
+             ARRAY(SELECT s.reason FROM suppressions s
+                   WHERE s.email = ANY($2) AND s.released_at IS NULL
+                     AND (s.expires_at IS NULL OR s.expires_at > now())
+                     AND (s.category IS NULL OR s.category = COALESCE($3, t.category))
+                   ORDER BY s.email, s.created_at) AS reasons
+         FROM templates t JOIN template_versions v ON v.template_id = t.id AND v.version = t.version
+         WHERE t.key = $1",
+    )
+    .bind(key)
+    .bind(emails)
+    .bind(category.map(Category::as_str))
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| {
+        let mut suppressed = std::collections::HashMap::new();
+        for (email, reason) in row.emails.into_iter().zip(row.reasons) {
+            // The oldest entry of an address gives the reason.
+            suppressed.entry(email).or_insert(reason);
+        }
+        (row.current, suppressed)
+    }))
+}
+
 /// One version's content, for rendering.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VersionContent {
