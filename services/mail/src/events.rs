@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use contracts::Event as _;
 use contracts::auth::{UserDeleted, UserRegistered, UserRestored, UserUpdated};
 use identity::users;
 use serde_json::Value;
@@ -54,8 +55,6 @@ const USER_EVENTS: [&str; 4] = [
     UserDeleted::TYPE,
     UserRestored::TYPE,
 ];
-
-use contracts::Event as _;
 
 /// Turns mapped platform events into messages.
 #[derive(Clone)]

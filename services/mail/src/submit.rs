@@ -92,7 +92,7 @@ struct Resolved {
     user_uuid: Option<Uuid>,
 }
 
-/// Validates `request` and stores its messages in `conn`'s transaction.
+/// Validates `request` and stores its messages in `tx`.
 pub async fn submit(
     tx: &mut Transaction<'_, Postgres>,
     renderer: &Renderer,
