@@ -48,7 +48,7 @@ pub const CHANNEL: &str = "mail_due";
 
 /// How long a worker woken by new messages waits before claiming, so that messages queued by
 /// requests arriving together are sent as one batch rather than one batch each.
-const GATHER: Duration = Duration::from_millis(10);
+const GATHER: Duration = Duration::from_millis(25);
 
 /// Reply codes that mean the mailbox itself is refused: the address is suppressed.
 const HARD_BOUNCE_CODES: [u16; 3] = [550, 551, 553];

@@ -104,6 +104,7 @@ async fn serves_the_demo_templates_on_the_local_servers_and_stops_cleanly() {
             .env("MAIL__DATABASE__URL", db.url())
             .env("MAIL__HTTP__PORT", "0")
             .env("MAIL__POPULATE__SCENARIO", "demo")
+            .env("MAIL__AMQP__URL", bus::testing::amqp_url())
             .env("MAIL__AMQP__PREFIX", &prefix)
             .env("MAIL__APP__SMTP__URL", format!("smtp://{}", sink.addr()))
             .env("MAIL__AUTH__PUBLIC_KEY", testkit::tokens::public_key()),

@@ -18,6 +18,7 @@ fn binary(db: &TestDb, sink: &smtp_sink::Sink, prefix: &str, per_second: u32) ->
         .env("MAIL__DATABASE__URL", db.url())
         .env("MAIL__HTTP__PORT", "0")
         .env("MAIL__POPULATE__SCENARIO", "demo")
+        .env("MAIL__AMQP__URL", bus::testing::amqp_url())
         .env("MAIL__AMQP__PREFIX", prefix)
         .env("MAIL__AUTH__PUBLIC_KEY", testkit::tokens::public_key())
         .env("MAIL__APP__SMTP__URL", format!("smtp://{}", sink.addr()))

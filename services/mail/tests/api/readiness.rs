@@ -11,6 +11,13 @@ use testkit::{FaultProxy, TestApp};
 
 use crate::common::*;
 
+/// `host:port` of an `amqp://user:pass@host:port/vhost` URL.
+fn amqp_host_port(url: &str) -> String {
+    let authority = url.split("://").nth(1).unwrap_or(url);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    authority.rsplit('@').next().unwrap_or(authority).to_owned()
+}
+
 async fn readiness(app: &TestApp) -> (StatusCode, Value) {
     let response = app.get("/readyz").await;
     let status = response.status();
@@ -34,7 +41,7 @@ async fn wait_for(app: &TestApp, expected: &str) -> (StatusCode, Value) {
 async fn relay_and_rabbitmq_outages_degrade_readiness_and_lose_nothing() {
     let sink = sink(10);
     let smtp = FaultProxy::start(sink.addr().to_string()).await;
-    let rabbit = FaultProxy::start("127.0.0.1:5672").await;
+    let rabbit = FaultProxy::start(amqp_host_port(&bus::testing::amqp_url())).await;
     let postgres = FaultProxy::start("127.0.0.1:5432").await;
     let mut amqp = bus::testing::settings();
     amqp.url = Some(SecretUrl::new(rabbit.url(&bus::testing::amqp_url())));
