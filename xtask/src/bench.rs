@@ -107,10 +107,11 @@ pub fn bench(root: &Path, target: &str, runs: usize, check: bool, peer: &Peer) -
 
 /// Benchmarks that live next to their crate as a release binary printing its own table:
 /// `bench <target>` → (package, bin).
-const COMPONENT_BENCHES: [(&str, &str, &str); 4] = [
+const COMPONENT_BENCHES: &[(&str, &str, &str)] = &[
     ("bus", "bus", "bus-bench"),
     ("identity", "identity", "identity-bench"),
     ("broker", "broker", "broker-load"),
+    ("mail", "mail", "mail-bench"),
     ("payments", "payments", "payments-bench"),
 ];
 

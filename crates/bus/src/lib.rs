@@ -14,7 +14,8 @@
 //! async fn run_command(name, matches, resources) { bus::ops::run(name, matches, resources).await }
 //! ```
 //!
-//! and publishes from any transaction: `bus::outbox::enqueue(&mut tx, &event).await?`.
+//! and publishes from any transaction: `bus::outbox::enqueue(&mut tx, &event).await?` (or, for
+//! many events at once, `bus::enqueue_all(&mut tx, &envelopes)`).
 //!
 //! - [`envelope`]: the CloudEvents 1.0 JSON envelope.
 //! - [`topology`]: exchange and queue names (`<prefix>.events`, `<prefix>.<service>`,
@@ -49,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 pub use connection::{BusCheck, Status};
 pub use consumer::{Consumer, ConsumerConfig, Consumers, Received, Tx};
 pub use envelope::CloudEvent;
-pub use outbox::{Relay, RelayConfig, enqueue, enqueue_as};
+pub use outbox::{Relay, RelayConfig, enqueue, enqueue_all, enqueue_as};
 pub use topology::Topology;
 
 /// The `outbox` and `inbox` tables, defined once for every service.

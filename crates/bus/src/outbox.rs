@@ -73,6 +73,40 @@ async fn enqueue_envelope<E: Event>(
     Ok(envelope.id)
 }
 
+/// Writes several events in one statement inside `tx` (a batch of outcomes, a fan-out): the
+/// envelopes as built by [`CloudEvent::new`], each with its own `requestid` and `actor`.
+/// Published after `tx` commits, in the order given.
+pub async fn enqueue_all<D: serde::Serialize>(
+    tx: &mut Transaction<'_, Postgres>,
+    envelopes: &[CloudEvent<D>],
+) -> Result<(), sqlx::Error> {
+    if envelopes.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(envelopes.len());
+    let mut types = Vec::with_capacity(envelopes.len());
+    let mut bodies = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        ids.push(envelope.id);
+        types.push(envelope.event_type.clone());
+        bodies.push(
+            serde_json::to_string(envelope).map_err(|err| sqlx::Error::Encode(Box::new(err)))?,
+        );
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, envelope)
+         SELECT e.id, e.type, e.body::json
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS e(id, type, body, n)
+         ORDER BY e.n",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&bodies)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// How far the relay is behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxLag {

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 pub mod auth;
+pub mod mail;
 pub mod payments;
 
 #[doc(hidden)]
@@ -116,6 +117,14 @@ mod tests {
         ] {
             assert!(is_valid_type(event_type), "{event_type}");
             assert_eq!(producer(event_type), "auth");
+        }
+        for event_type in [
+            mail::MessageSent::TYPE,
+            mail::MessageFailed::TYPE,
+            mail::MessageSuppressed::TYPE,
+        ] {
+            assert!(is_valid_type(event_type), "{event_type}");
+            assert_eq!(producer(event_type), "mail");
         }
         for event_type in payments::EVENT_TYPES {
             assert!(is_valid_type(event_type), "{event_type}");

@@ -232,14 +232,14 @@ async fn client_credentials_issue_service_tokens_without_refresh_tokens() {
     assert!(body.get("refresh_token").is_none(), "{body}");
     assert_eq!(
         body["scope"],
-        "payments:create payments:read payments:refund"
+        "mail:send payments:create payments:read payments:refund"
     );
     let (_, claims) = decode(&access(&body));
     assert_eq!(claims["sub"], EVENTS_CLIENT);
     assert_eq!(claims["roles"], json!(["service"]));
     assert_eq!(
         claims["scope"],
-        "payments:create payments:read payments:refund"
+        "mail:send payments:create payments:read payments:refund"
     );
     assert!(claims.get("sid").is_none() && claims.get("email").is_none());
 
