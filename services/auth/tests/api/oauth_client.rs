@@ -80,6 +80,9 @@ async fn a_standard_oauth_client_configures_itself_and_pyjwt_verifies_its_tokens
     assert_eq!(seen["service_auth_method"], "client_secret_basic");
     assert_eq!(seen["service"]["sub"], EVENTS_CLIENT);
     assert_eq!(seen["service"]["roles"], json!(["service"]));
-    assert_eq!(seen["service"]["scope"], "mail:send payments:create payments:read payments:refund");
+    assert_eq!(
+        seen["service"]["scope"],
+        "mail:send payments:create payments:read payments:refund"
+    );
     assert_eq!(seen["service_has_refresh_token"], false);
 }
