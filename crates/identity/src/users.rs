@@ -156,6 +156,45 @@ pub struct NewUser<'a> {
     pub roles: &'a [String],
 }
 
+/// The `users:` list of a service's seed files: the platform's demo users, with the same UUID,
+/// email, name and roles in every service.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSeed {
+    pub id: populator::Spanned<Uuid>,
+    pub email: String,
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Gets or creates every seeded user of `sources` (each file's `users_of`), counting them in
+/// `report`; returns their local ids by UUID, for the rows of the scenario that reference them.
+pub async fn seed<D>(
+    conn: &mut PgConnection,
+    sources: &[populator::Source<D>],
+    users_of: impl Fn(&D) -> &[UserSeed],
+    report: &mut populator::Report,
+) -> Result<populator::Keys<Uuid>, populator::Error> {
+    let mut users = populator::Keys::new("user");
+    for source in sources {
+        for user in users_of(&source.doc) {
+            let new = NewUser {
+                uuid: user.id.value,
+                email: &user.email,
+                name: &user.name,
+                roles: &user.roles,
+            };
+            let (local_id, created) = get_or_create(conn, &new)
+                .await
+                .map_err(|err| source.database_error(user.id.line(), err))?;
+            users.define(user.id.value, local_id, source, user.id.line())?;
+            report.record("users", created);
+        }
+    }
+    Ok(users)
+}
+
 // The payloads are the auth service's published contracts: one definition for producer and
 // consumers.
 pub use contracts::auth::{UserDeleted, UserRegistered, UserRestored, UserUpdated};

@@ -30,10 +30,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use futures_util::future::BoxFuture;
-use populator::{Error, Keys, Report, Scenario, Spanned};
+use populator::{Error, Report, Scenario, Spanned};
 use serde::Deserialize;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::domain::{Category, LocaleContent, TemplateContent, TemplateKey};
 use crate::store::event_mails::{self, EventMail};
@@ -43,21 +42,11 @@ use crate::store::templates::{self, NewVersion};
 #[serde(deny_unknown_fields)]
 pub struct Document {
     #[serde(default)]
-    pub users: Vec<UserSeed>,
+    pub users: Vec<identity::users::UserSeed>,
     #[serde(default)]
     pub templates: Vec<TemplateSeed>,
     #[serde(default)]
     pub event_mails: Vec<EventMailSeed>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserSeed {
-    pub id: Spanned<Uuid>,
-    pub email: String,
-    pub name: String,
-    #[serde(default)]
-    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,22 +88,7 @@ pub fn load<'a>(
     Box::pin(async move {
         let sources = scenario.read::<Document>(<crate::Mail as kit::Service>::NAME)?;
         let mut report = Report::default();
-        let mut users = Keys::new("user");
-        for source in &sources {
-            for user in &source.doc.users {
-                let seed = identity::users::NewUser {
-                    uuid: user.id.value,
-                    email: &user.email,
-                    name: &user.name,
-                    roles: &user.roles,
-                };
-                let (local_id, created) = identity::users::get_or_create(conn, &seed)
-                    .await
-                    .map_err(|err| source.database_error(user.id.line(), err))?;
-                users.define(user.id.value, local_id, source, user.id.line())?;
-                report.record("users", created);
-            }
-        }
+        identity::users::seed(conn, &sources, |doc| &doc.users, &mut report).await?;
         let mut defined = HashSet::new();
         for source in &sources {
             for template in &source.doc.templates {

@@ -29,19 +29,9 @@ use crate::store::notes;
 #[serde(deny_unknown_fields)]
 pub struct Document {
     #[serde(default)]
-    pub users: Vec<UserSeed>,
+    pub users: Vec<identity::users::UserSeed>,
     #[serde(default)]
     pub notes: Vec<NoteSeed>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserSeed {
-    pub id: Spanned<Uuid>,
-    pub email: String,
-    pub name: String,
-    #[serde(default)]
-    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,22 +57,7 @@ pub fn load<'a>(
         let now = Utc::now();
         let max_body = Config::default().max_body_chars;
         let mut report = Report::default();
-        let mut users = Keys::new("user");
-        for source in &sources {
-            for user in &source.doc.users {
-                let seed = identity::users::NewUser {
-                    uuid: user.id.value,
-                    email: &user.email,
-                    name: &user.name,
-                    roles: &user.roles,
-                };
-                let (local_id, created) = identity::users::get_or_create(conn, &seed)
-                    .await
-                    .map_err(|err| source.database_error(user.id.line(), err))?;
-                users.define(user.id.value, local_id, source, user.id.line())?;
-                report.record("users", created);
-            }
-        }
+        let users = identity::users::seed(conn, &sources, |doc| &doc.users, &mut report).await?;
         let mut notes = Keys::new("note");
         for source in &sources {
             for note in &source.doc.notes {
