@@ -139,6 +139,41 @@ impl Running {
             .collect()
     }
 
+    /// Waits (polling `/readyz`, up to 20 s) until the service reports every dependency up,
+    /// and checks that each of `dependencies` is among them; returns the readiness body.
+    pub async fn ready(&self, dependencies: &[&str]) -> serde_json::Value {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.address);
+        let readiness = crate::eventually("every dependency up", Duration::from_secs(20), || {
+            let request = client.get(&url).send();
+            async move {
+                let body: serde_json::Value = request.await.ok()?.json().await.ok()?;
+                (body["status"] == "ok").then_some(body)
+            }
+        })
+        .await;
+        for dependency in dependencies {
+            assert_eq!(
+                readiness["checks"][dependency]["status"], "up",
+                "{dependency} in {readiness}"
+            );
+        }
+        readiness
+    }
+
+    /// Sends SIGTERM and checks the service exits with 0 having logged no ERROR, as a clean
+    /// shutdown does.
+    pub async fn stops_cleanly(&mut self) {
+        self.terminate();
+        let status = self.exit_status().await;
+        assert_eq!(status.code(), Some(0), "exit status on SIGTERM");
+        let errors = self.logged_at("ERROR");
+        assert!(
+            errors.is_empty(),
+            "a clean shutdown logs no error: {errors:#?}"
+        );
+    }
+
     /// Sends SIGTERM, as an orchestrator stopping the service does.
     pub fn terminate(&self) {
         let pid = self.child.id().to_string();

@@ -111,22 +111,7 @@ async fn serves_the_demo_templates_on_the_local_servers_and_stops_cleanly() {
     );
     let address = child.address.clone();
     let client = reqwest::Client::new();
-    let readiness = testkit::eventually(
-        "every dependency up",
-        std::time::Duration::from_secs(20),
-        || async {
-            let response = client.get(format!("{address}/readyz")).send().await.ok()?;
-            let body: serde_json::Value = response.json().await.ok()?;
-            (body["status"] == "ok").then_some(body)
-        },
-    )
-    .await;
-    for dependency in ["database", "redis", "bus", "smtp"] {
-        assert_eq!(
-            readiness["checks"][dependency]["status"], "up",
-            "{readiness}"
-        );
-    }
+    child.ready(&["database", "redis", "bus", "smtp"]).await;
     let templates: serde_json::Value = client
         .get(format!("{address}{TEMPLATES}"))
         .bearer_auth(ada())
@@ -138,14 +123,7 @@ async fn serves_the_demo_templates_on_the_local_servers_and_stops_cleanly() {
         .unwrap();
     assert_eq!(templates["items"].as_array().unwrap().len(), 6);
 
-    child.terminate();
-    let status = child.exit_status().await;
-    assert_eq!(status.code(), Some(0));
-    let errors = child.logged_at("ERROR");
-    assert!(
-        errors.is_empty(),
-        "a clean shutdown logs no error: {errors:#?}"
-    );
+    child.stops_cleanly().await;
     bus::testing::cleanup(
         &bus::testing::amqp_url(),
         &kit::config::AmqpSettings {

@@ -143,22 +143,7 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
     );
     let address = child.address.clone();
     let client = reqwest::Client::new();
-    let readiness = testkit::eventually(
-        "Redis and the bus up",
-        std::time::Duration::from_secs(20),
-        || async {
-            let response = client.get(format!("{address}/readyz")).send().await.ok()?;
-            let body: serde_json::Value = response.json().await.ok()?;
-            (body["status"] == "ok").then_some(body)
-        },
-    )
-    .await;
-    for dependency in ["database", "redis", "bus"] {
-        assert_eq!(
-            readiness["checks"][dependency]["status"], "up",
-            "{readiness}"
-        );
-    }
+    child.ready(&["database", "redis", "bus"]).await;
     let admin = testkit::tokens::user(uuid::Uuid::now_v7()).admin().mint();
     let notes: serde_json::Value = client
         .get(format!("{address}/api/template/v1/notes?owner=all"))
@@ -171,12 +156,5 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
         .unwrap();
     assert_eq!(notes["items"].as_array().unwrap().len(), 4);
 
-    child.terminate();
-    let status = child.exit_status().await;
-    assert_eq!(status.code(), Some(0));
-    let errors = child.logged_at("ERROR");
-    assert!(
-        errors.is_empty(),
-        "a clean shutdown logs no error: {errors:#?}"
-    );
+    child.stops_cleanly().await;
 }
