@@ -23,6 +23,14 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// `host:port` of the test broker ([`amqp_url`]), for a proxy in front of it.
+pub fn amqp_address() -> String {
+    let url = amqp_url();
+    let authority = url.split("://").nth(1).unwrap_or(&url);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    authority.rsplit('@').next().unwrap_or(authority).to_owned()
+}
+
 /// A prefix no other test uses: `test-<uuid>`.
 pub fn unique_prefix() -> String {
     format!("test-{}", uuid::Uuid::now_v7().simple())

@@ -110,6 +110,30 @@ impl TestApp {
             .expect("PATCH")
     }
 
+    /// `/readyz`: its status code and body.
+    pub async fn readiness(&self) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.get("/readyz").await;
+        let status = response.status();
+        (status, response.json().await.expect("readiness is JSON"))
+    }
+
+    /// Polls `/readyz` (up to 20 s) until its `status` is `expected` (`ok`, `degraded`,
+    /// `unavailable`); its status code and body then.
+    pub async fn readiness_becomes(
+        &self,
+        expected: &str,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        crate::eventually(
+            &format!("readiness {expected}"),
+            std::time::Duration::from_secs(20),
+            || async {
+                let (status, body) = self.readiness().await;
+                (body["status"] == expected).then_some((status, body))
+            },
+        )
+        .await
+    }
+
     pub async fn delete(&self, path: &str) -> reqwest::Response {
         self.client
             .delete(self.url(path))

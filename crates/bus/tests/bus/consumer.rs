@@ -18,7 +18,7 @@ use uuid::Uuid;
 #[tokio::test]
 async fn a_rabbitmq_cut_while_events_are_committed_loses_and_repeats_nothing() {
     let mut env = Env::new().await;
-    let proxy = FaultProxy::start("127.0.0.1:5672").await;
+    let proxy = FaultProxy::start(bus::testing::amqp_address()).await;
     let via_proxy = proxy.url(&env.url);
     let bus = env.bus_with("shop", |s| s.url = Some(SecretUrl::new(via_proxy)));
     let runs = Arc::new(AtomicU64::new(0));
@@ -91,7 +91,7 @@ async fn a_rabbitmq_cut_while_events_are_committed_loses_and_repeats_nothing() {
 #[tokio::test]
 async fn every_message_redelivered_is_applied_once() {
     let mut env = Env::new().await;
-    let proxy = Arc::new(FaultProxy::start("127.0.0.1:5672").await);
+    let proxy = Arc::new(FaultProxy::start(bus::testing::amqp_address()).await);
     let via_proxy = proxy.url(&env.url);
     // The consumer loses its connection right after every handler run: the handler's
     // transaction commits, the acknowledgement never reaches RabbitMQ, the message comes back.
@@ -153,7 +153,7 @@ async fn every_message_redelivered_is_applied_once() {
 async fn poison_messages_are_parked_and_never_stop_the_consumer() {
     let mut env = Env::new().await;
     // Through a proxy only to count connections: the consumer must never reconnect.
-    let proxy = FaultProxy::start("127.0.0.1:5672").await;
+    let proxy = FaultProxy::start(bus::testing::amqp_address()).await;
     let via_proxy = proxy.url(&env.url);
     let runs = Arc::new(AtomicU64::new(0));
     let fixed = Arc::new(AtomicBool::new(false));

@@ -28,7 +28,7 @@ async fn a_rabbitmq_cut_while_500_payments_succeed_announces_each_once() {
     let mut tap = bus::testing::Tap::bind(&url, &amqp.prefix, "payments.#")
         .await
         .expect("RabbitMQ must run at 127.0.0.1:5672 (cargo xtask infra starts it)");
-    let rabbit = FaultProxy::start("127.0.0.1:5672").await;
+    let rabbit = FaultProxy::start(bus::testing::amqp_address()).await;
     amqp.url = Some(SecretUrl::new(rabbit.url(&url)));
     amqp.reconnect_max_delay = Duration::from_millis(200);
     let prefix = amqp.prefix.clone();

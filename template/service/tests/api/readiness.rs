@@ -6,33 +6,14 @@ use std::time::Duration;
 
 use kit::SecretUrl;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::{FaultProxy, TestApp, tokens};
 
 use crate::common::{bob, redis_url};
 
-async fn readiness(app: &TestApp) -> (StatusCode, Value) {
-    let response = app.get("/readyz").await;
-    let status = response.status();
-    (status, response.json().await.expect("readiness is JSON"))
-}
-
-/// Polls `/readyz` until its `status` is `expected`.
-async fn wait_for(app: &TestApp, expected: &str) -> (StatusCode, Value) {
-    testkit::eventually(
-        &format!("readiness {expected}"),
-        Duration::from_secs(20),
-        || async {
-            let (status, body) = readiness(app).await;
-            (body["status"] == expected).then_some((status, body))
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_rabbitmq_outage_degrades_readiness_and_a_database_outage_fails_it() {
-    let rabbit = FaultProxy::start("127.0.0.1:5672").await;
+    let rabbit = FaultProxy::start(bus::testing::amqp_address()).await;
     let postgres = FaultProxy::start("127.0.0.1:5432").await;
     let mut amqp = bus::testing::settings();
     amqp.url = Some(SecretUrl::new(rabbit.url(&bus::testing::amqp_url())));
@@ -45,7 +26,7 @@ async fn a_rabbitmq_outage_degrades_readiness_and_a_database_outage_fails_it() {
         tokens::trust(settings);
     })
     .await;
-    let (status, body) = wait_for(&app, "ok").await;
+    let (status, body) = app.readiness_becomes("ok").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["checks"]["bus"]["required"], false, "{body}");
     assert_eq!(body["checks"]["database"]["required"], true, "{body}");
@@ -53,7 +34,7 @@ async fn a_rabbitmq_outage_degrades_readiness_and_a_database_outage_fails_it() {
     // RabbitMQ down: still ready, degraded, and writes go on (their events wait).
     rabbit.refuse(true);
     rabbit.cut_all();
-    let (status, body) = wait_for(&app, "degraded").await;
+    let (status, body) = app.readiness_becomes("degraded").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["bus"]["status"], "down", "{body}");
     let created = app
@@ -65,15 +46,15 @@ async fn a_rabbitmq_outage_degrades_readiness_and_a_database_outage_fails_it() {
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     rabbit.refuse(false);
-    wait_for(&app, "ok").await;
+    app.readiness_becomes("ok").await;
 
     // The database down: not ready.
     postgres.refuse(true);
     postgres.cut_all();
-    let (status, body) = wait_for(&app, "unavailable").await;
+    let (status, body) = app.readiness_becomes("unavailable").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["checks"]["database"]["status"], "down", "{body}");
     postgres.refuse(false);
-    let (status, _) = wait_for(&app, "ok").await;
+    let (status, _) = app.readiness_becomes("ok").await;
     assert_eq!(status, StatusCode::OK);
 }
