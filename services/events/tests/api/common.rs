@@ -30,6 +30,7 @@ pub async fn spawn(configure: impl FnOnce(&mut Settings<events::config::Config>)
         tokens::trust(settings);
         settings.app.expiry_poll = Duration::from_millis(50);
         settings.app.realtime_prefix = format!("test.{}.", Uuid::now_v7().simple());
+        settings.app.public_url = format!("http://{}:{}", settings.http.host, settings.http.port);
         configure(settings);
     })
     .await

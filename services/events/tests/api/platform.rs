@@ -262,15 +262,15 @@ async fn paid_seats_from_registration_to_the_door_with_payments_mail_and_the_bro
     )
     .await;
     let html = confirmation.html_body().expect("an HTML part");
-    assert!(html.contains(ticket["qr_url"].as_str().unwrap()), "{html}");
-    let qr = events
-        .get(
-            &ticket["qr_url"]
-                .as_str()
-                .unwrap()
-                .replace(&events.base_url, ""),
-        )
-        .await;
+    let secret = ticket["secret"].as_str().unwrap();
+    assert!(
+        html.contains(secret) && html.contains("qr.svg"),
+        "the QR image: {html}"
+    );
+    assert!(html.contains(ticket["code"].as_str().unwrap()), "{html}");
+    let qr_url = ticket["qr_url"].as_str().unwrap();
+    assert!(qr_url.starts_with(&events.base_url), "{qr_url}");
+    let qr = events.get(&qr_url.replace(&events.base_url, "")).await;
     assert_eq!(qr.headers()["content-type"], "image/svg+xml");
 
     // At the door.
