@@ -70,7 +70,7 @@ pub fn state(rules: &Rules, event: &EventRow) -> EventState {
 
 /// Locks the event with local id `id` and loads its ticket types.
 pub async fn lock_seats(tx: &mut Transaction<'_, Postgres>, id: i64) -> ApiResult<Seats> {
-    let event = event_store::lock(&mut **tx, id)
+    let event = event_store::lock(tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
     Ok(Seats::load(tx, event).await?)
@@ -165,7 +165,7 @@ pub async fn register(
         ticket_secret: secret.as_deref(),
         created_at: now,
     };
-    let row = registrations::insert(&mut **tx, &new)
+    let row = registrations::insert(tx, &new)
         .await
         .on_constraint("registrations_one_active_idx", || {
             already_registered(Uuid::nil())
@@ -455,11 +455,11 @@ pub async fn payment_succeeded(
         tracing::warn!(%registration, %payment, "a payment for an unknown registration; ignored");
         return Ok(None);
     };
-    let Some(event) = event_store::lock(&mut **tx, found.event_id).await? else {
+    let Some(event) = event_store::lock(tx, found.event_id).await? else {
         return Ok(None);
     };
     let mut seats = Seats::load(tx, event).await?;
-    let row = registrations::lock(&mut **tx, found.id)
+    let row = registrations::lock(tx, found.id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("registration {registration} vanished"))?;
     let now = Utc::now();

@@ -132,7 +132,7 @@ impl Seats {
         ticket_type_id: i64,
         seats: i32,
     ) -> sqlx::Result<()> {
-        event_store::add_taken(&mut **tx, self.event.id, ticket_type_id, seats).await?;
+        event_store::add_taken(tx, self.event.id, ticket_type_id, seats).await?;
         self.event.taken += seats;
         if let Some(ticket) = self.tickets.get_mut(&ticket_type_id) {
             ticket.taken += seats;
@@ -153,7 +153,7 @@ impl Seats {
             self.add(tx, registration.ticket_type_id, -registration.seats())
                 .await?;
         }
-        registrations::set_status(&mut **tx, registration.id, status, None, None, reason).await
+        registrations::set_status(tx, registration.id, status, None, None, reason).await
     }
 
     /// Confirms a registration that holds (or is given) its seats: a ticket, and the event.
@@ -169,7 +169,7 @@ impl Seats {
             .clone()
             .unwrap_or_else(domain::new_ticket_secret);
         registrations::set_status(
-            &mut **tx,
+            tx,
             registration.id,
             RegistrationStatus::Confirmed,
             None,
@@ -199,7 +199,7 @@ impl Seats {
         if self.event.status != "published" || self.event.taken >= self.event.capacity {
             return Ok(promoted);
         }
-        let waitlist = registrations::waitlist(&mut **tx, self.event.id).await?;
+        let waitlist = registrations::waitlist(tx, self.event.id).await?;
         for registration in waitlist {
             if self.event.taken >= self.event.capacity {
                 break;
@@ -220,7 +220,7 @@ impl Seats {
             if ticket.is_paid() {
                 let expires_at = rules.until(now, rules.offer);
                 registrations::set_status(
-                    &mut **tx,
+                    tx,
                     registration.id,
                     RegistrationStatus::PendingPayment,
                     Some(expires_at),
