@@ -58,7 +58,10 @@ pub fn platform_env(service: &Service, scenario: &str) -> Vec<(String, String)> 
                 "APP__CLIENT__TOKEN_URL",
                 "http://127.0.0.1:8001/api/auth/v1/token",
             ),
-            ("APP__CLIENT__CLIENT_ID", "0193a000-0000-7000-8000-00000000c004"),
+            (
+                "APP__CLIENT__CLIENT_ID",
+                "0193a000-0000-7000-8000-00000000c004",
+            ),
             ("APP__CLIENT__CLIENT_SECRET", "hatchery-events-secret"),
         ],
         _ => &[],

@@ -466,6 +466,15 @@ pub async fn payment_succeeded(
     let mut users = Vec::new();
     match row.status() {
         RegistrationStatus::Confirmed if row.payment_id == Some(payment) => return Ok(None),
+        RegistrationStatus::Confirmed => {
+            // A second payment for a seat already paid: given back, the seat stays.
+            let payments = ctx.payments.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("a duplicate payment to refund, and no payments client")
+            })?;
+            payments.refund(payment, row.uuid).await?;
+            tracing::warn!(%registration, %payment, "a second payment for a confirmed seat: refunded");
+            return Ok(None);
+        }
         RegistrationStatus::PendingPayment if row.expires_at.is_some_and(|end| at <= end) => {
             if row.payment_id != Some(payment) {
                 registrations::set_payment(&mut **tx, row.id, payment, None).await?;

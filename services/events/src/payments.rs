@@ -66,10 +66,10 @@ impl Payments {
         read(response).await
     }
 
-    /// Refunds everything still refundable of `payment` (once per registration).
+    /// Refunds everything still refundable of `payment` (once per registration and payment).
     pub async fn refund(&self, payment: Uuid, registration: Uuid) -> Result<(), PaymentsError> {
         let url = format!("{}/payments/{payment}/refunds", self.base);
-        let key = format!("refund-{registration}");
+        let key = format!("refund-{registration}-{payment}");
         let body = json!({"reason": "requested_by_customer"});
         let response = self
             .client

@@ -271,7 +271,9 @@ async fn bench(options: &Options, db: &BenchDb, amqp: &str, prefix: &str) -> any
     );
     // Enough fresh users for every phase.
     let per_phase = (options.seconds as usize + 2) * (options.rate as usize).max(3_000);
-    let minted: anyhow::Result<Vec<String>> = (0..per_phase * 4).map(|_| minter.user(Vec::new())).collect();
+    let minted: anyhow::Result<Vec<String>> = (0..per_phase * 4)
+        .map(|_| minter.user(Vec::new()))
+        .collect();
     let tokens = Arc::new(Tokens {
         tokens: minted?,
         next: AtomicUsize::new(0),
