@@ -85,19 +85,31 @@ pub async fn register(
     input: &Registering,
     now: DateTime<Utc>,
 ) -> ApiResult<(RegistrationRow, Changed)> {
-    if input.guests > event.max_guests {
-        return Err(ApiError::unprocessable(
-            "too_many_guests",
-            format!(
-                "This event allows at most {} guests per registration.",
-                event.max_guests
-            ),
-        ));
-    }
     if let Some(existing) = registrations::find_active(&mut **tx, event.id, input.user_id).await? {
         return Err(already_registered(existing));
     }
     let mut seats = lock_seats(tx, event.id).await?;
+    let (row, users) = register_locked(ctx, tx, &mut seats, input, now).await?;
+    Ok((row, Changed { seats, users }))
+}
+
+/// Registers a user for the event `seats` holds locked in `tx`.
+pub async fn register_locked(
+    ctx: &Ctx,
+    tx: &mut Transaction<'_, Postgres>,
+    seats: &mut Seats,
+    input: &Registering,
+    now: DateTime<Utc>,
+) -> ApiResult<(RegistrationRow, Vec<UserPush>)> {
+    if input.guests > seats.event.max_guests {
+        return Err(ApiError::unprocessable(
+            "too_many_guests",
+            format!(
+                "This event allows at most {} guests per registration.",
+                seats.event.max_guests
+            ),
+        ));
+    }
     match EventStatus::parse(&seats.event.status) {
         Some(EventStatus::Published) => {}
         Some(EventStatus::Cancelled) => {
@@ -193,11 +205,11 @@ pub async fn register(
         _ => {}
     }
     tracing::info!(event = %seats.event.uuid, registration = %row.uuid, status = %status, "registered");
-    let users = vec![push(&seats, &row, status)];
-    Ok((row, Changed { seats, users }))
+    let users = vec![push(seats, &row, status)];
+    Ok((row, users))
 }
 
-fn already_registered(existing: Uuid) -> ApiError {
+pub(crate) fn already_registered(existing: Uuid) -> ApiError {
     let detail = if existing.is_nil() {
         "You already have a registration for this event.".to_owned()
     } else {

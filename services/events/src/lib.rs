@@ -13,6 +13,7 @@
 pub mod actions;
 pub mod calendar;
 pub mod config;
+pub mod desk;
 pub mod domain;
 pub mod events;
 pub mod http;
@@ -113,6 +114,7 @@ impl kit::Service for Events {
             settings: settings.clone(),
             identity: identity.clone(),
             ctx: ctx.clone(),
+            desk: desk::Desk::default(),
         });
         if let Some(revocations) = identity.revocation_check() {
             started = started.degraded_without(revocations);

@@ -93,6 +93,7 @@ impl Rules {
 }
 
 /// The event's ticket types by local id, with counters kept current as seats move.
+#[derive(Debug, Clone)]
 pub struct Seats {
     pub event: EventRow,
     pub tickets: HashMap<i64, TicketTypeRow>,

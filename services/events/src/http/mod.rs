@@ -30,6 +30,8 @@ pub struct AppState {
     pub identity: Identity,
     /// What the service's logic needs (the pool, the rules, payments, realtime).
     pub ctx: Ctx,
+    /// Registrations for one event arriving together, decided in one transaction.
+    pub desk: crate::desk::Desk,
 }
 
 impl FromRef<AppState> for Identity {

@@ -177,27 +177,35 @@ async fn register(
             ),
         ));
     }
-    let scope = format!("registrations.create:{}:{}", user.uuid, id);
-    let (mut tx, input, key) = match request.claim(&state.db, &scope).await? {
-        Claim::Replay(stored) => return Ok(stored),
-        Claim::Fresh { tx, body, key } => (tx, body, key),
+    let (row, changed, response) = if request.key.is_none() {
+        // Decided together with the other registrations for this event arriving now.
+        let registering = Registering {
+            user_id: user.id,
+            ticket_type: request.body.ticket_type,
+            guests: request.body.guests,
+            answers,
+        };
+        let (row, changed) = state.desk.register(&state.ctx, &event, registering).await?;
+        let response = created(&row);
+        (row, changed, response)
+    } else {
+        let scope = format!("registrations.create:{}:{}", user.uuid, id);
+        let (mut tx, input, key) = match request.claim(&state.db, &scope).await? {
+            Claim::Replay(stored) => return Ok(stored),
+            Claim::Fresh { tx, body, key } => (tx, body, key),
+        };
+        let registering = Registering {
+            user_id: user.id,
+            ticket_type: input.ticket_type,
+            guests: input.guests,
+            answers,
+        };
+        let (row, changed) =
+            actions::register(&state.ctx, &mut tx, &event, &registering, Utc::now()).await?;
+        let response = idempotency::complete(tx, key.as_ref(), created(&row)).await?;
+        (row, changed, response)
     };
-    let registering = Registering {
-        user_id: user.id,
-        ticket_type: input.ticket_type,
-        guests: input.guests,
-        answers,
-    };
-    let (row, changed) =
-        actions::register(&state.ctx, &mut tx, &event, &registering, Utc::now()).await?;
     let location = format!("/api/events/v1/registrations/{}", row.uuid);
-    let response = (
-        StatusCode::CREATED,
-        [(LOCATION, location.clone())],
-        Json(Registration::from(&row)),
-    )
-        .into_response();
-    let response = idempotency::complete(tx, key.as_ref(), response).await?;
     state.ctx.committed(&changed);
     if row.status() != RegistrationStatus::PendingPayment {
         return Ok(response);
@@ -217,6 +225,16 @@ async fn register(
         }
     }
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)).into_response())
+}
+
+fn created(row: &RegistrationRow) -> Response {
+    let location = format!("/api/events/v1/registrations/{}", row.uuid);
+    (
+        StatusCode::CREATED,
+        [(LOCATION, location)],
+        Json(Registration::from(row)),
+    )
+        .into_response()
 }
 
 /// A registration the caller may see: their own, or one of an event they run.
