@@ -9,4 +9,3 @@ mod capacity;
 mod cli;
 mod organizing;
 mod platform;
-mod shared_tables;

@@ -164,9 +164,12 @@ async fn paid_seats_from_registration_to_the_door_with_payments_mail_and_the_bro
     let realtime = format!("test.{}.", Uuid::now_v7().simple());
     let auth = spawn_auth().await;
     let jwks = format!("{}/.well-known/jwks.json", auth.base_url);
-    let payments = spawn_payments(&jwks, &amqp).await;
-    let mail = spawn_mail(&sink, &amqp).await;
-    let broker = spawn_broker(&realtime).await;
+    // Started together: each makes and migrates its own database.
+    let (payments, mail, broker) = tokio::join!(
+        spawn_payments(&jwks, &amqp),
+        spawn_mail(&sink, &amqp),
+        spawn_broker(&realtime)
+    );
     let events = spawn(|settings| {
         settings.auth.public_key = None;
         settings.auth.jwks_url = Some(jwks.clone());
@@ -180,8 +183,8 @@ async fn paid_seats_from_registration_to_the_door_with_payments_mail_and_the_bro
             scope: None,
         });
         app.payments_url = payments.url("/api/payments/v1");
-        app.hold = Duration::from_secs(2);
-        app.offer = Duration::from_secs(2);
+        app.hold = Duration::from_millis(1_500);
+        app.offer = Duration::from_millis(1_500);
         app.expiry_grace = Duration::from_secs(1);
     })
     .await;
