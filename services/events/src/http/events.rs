@@ -71,7 +71,7 @@ pub struct Question {
     /// The key of the answer: 1 to 40 of `a-z`, `0-9`, `_`.
     #[schema(pattern = "^[a-z0-9_]{1,40}$")]
     pub id: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = label_schema)]
     pub label: String,
     #[serde(default)]
     pub required: bool,
@@ -185,7 +185,7 @@ pub async fn load(db: &sqlx::PgPool, row: &EventRow) -> ApiResult<Event> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTicketType {
-    #[schema(min_length = 1, max_length = 100, example = "Standard")]
+    #[schema(schema_with = ticket_name_schema, example = "Standard")]
     pub name: String,
     /// Leave out (or `null`) for a free ticket.
     #[serde(default)]
@@ -198,10 +198,10 @@ pub struct NewTicketType {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEvent {
-    #[schema(min_length = 1, max_length = 200, example = "Rust meetup")]
+    #[schema(schema_with = title_schema, example = "Rust meetup")]
     pub title: String,
     #[serde(default)]
-    #[schema(max_length = 20000)]
+    #[schema(schema_with = description_schema)]
     pub description: String,
     pub starts_at: DateTime<Utc>,
     /// After `starts_at`.
@@ -211,7 +211,7 @@ pub struct CreateEvent {
     pub time_zone: String,
     /// A venue, an online URL, or both.
     #[serde(default)]
-    #[schema(max_length = 300)]
+    #[schema(schema_with = venue_schema)]
     pub venue: Option<String>,
     #[serde(default)]
     #[schema(format = "uri")]
@@ -559,14 +559,14 @@ async fn get_event(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEvent {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = optional_title_schema)]
     pub title: Option<String>,
-    #[schema(max_length = 20000)]
+    #[schema(schema_with = optional_description_schema)]
     pub description: Option<String>,
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,
     pub time_zone: Option<String>,
-    #[schema(max_length = 300)]
+    #[schema(schema_with = venue_schema)]
     pub venue: Option<String>,
     #[schema(format = "uri")]
     pub online_url: Option<String>,
@@ -817,4 +817,36 @@ async fn cancel_event(
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
     Ok(Json(load(&state.db, &row).await?))
+}
+
+fn title_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(domain::TITLE_MAX, false)
+}
+
+fn optional_title_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(domain::TITLE_MAX, true)
+}
+
+fn label_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(200, false)
+}
+
+fn ticket_name_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(domain::TICKET_NAME_MAX, false)
+}
+
+fn venue_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(domain::VENUE_MAX, true)
+}
+
+/// With the default `app.max_description_chars`.
+fn description_schema() -> utoipa::openapi::Object {
+    kit::openapi::free_text(
+        crate::config::Config::default().max_description_chars,
+        false,
+    )
+}
+
+fn optional_description_schema() -> utoipa::openapi::Object {
+    kit::openapi::free_text(crate::config::Config::default().max_description_chars, true)
 }

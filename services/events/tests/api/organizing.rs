@@ -242,4 +242,31 @@ async fn an_event_from_draft_to_cancellation_with_tickets_checkins_and_calendars
         problem(again, StatusCode::CONFLICT).await,
         "event_cancelled"
     );
+
+    // An event that needs approval: a request holds no seat until the organizer decides.
+    let curated = published_event(
+        &app,
+        &ada(),
+        json!({"title": "Salon", "capacity": 1, "requires_approval": true}),
+    )
+    .await;
+    let curated = curated["id"].as_str().unwrap().to_owned();
+    let asked = register(&app, &bob(), &curated, json!({})).await;
+    assert_eq!(asked["status"], "pending_approval");
+    let decide = |registration: Value, verdict: &'static str| {
+        let app = &app;
+        async move {
+            let path = format!(
+                "/registrations/{}/{verdict}",
+                registration["id"].as_str().unwrap()
+            );
+            json::<Value>(post(app, &ada(), &path, &json!({})).await).await
+        }
+    };
+    assert_eq!(decide(asked, "approve").await["status"], "confirmed");
+    let second = register(&app, &cleo(), &curated, json!({})).await;
+    assert_eq!(decide(second, "reject").await["status"], "rejected");
+
+    // The tables shared with every service are their crates' definitions, not copies.
+    testkit::schema::assert_shared_tables_in::<events::Events>(&app.db, &[]).await;
 }
