@@ -113,6 +113,7 @@ const COMPONENT_BENCHES: &[(&str, &str, &str)] = &[
     ("broker", "broker", "broker-load"),
     ("mail", "mail", "mail-bench"),
     ("payments", "payments", "payments-bench"),
+    ("events", "events", "events-bench"),
 ];
 
 fn component_bench(target: &str) -> Option<(&'static str, &'static str)> {

@@ -71,7 +71,7 @@ enum Cmd {
         port: Option<u16>,
     },
     /// Benchmark a service (start-to-ready, idle RSS), the test `suite`, or a component:
-    /// `bus`, `identity`, `auth`, `broker`, `mail`, `payments` (release builds printing their own numbers).
+    /// `bus`, `identity`, `auth`, `broker`, `mail`, `payments`, `events` (release builds printing their own numbers).
     Bench {
         /// A service name (e.g. `template`) or `suite`.
         target: String,

@@ -6,6 +6,7 @@
 //! | [`CONTRACT`] | `target/contract/venv` | `cargo xtask contract` (schemathesis, openapi-spec-validator) |
 //! | [`OAUTH_CLIENT`] | `target/oauth-client/venv` | auth's test with a third-party OAuth client (authlib, PyJWT) |
 //! | [`LOCALSTRIPE`] | `target/localstripe/venv` | the payments service's tests of its `stripe` provider |
+//! | [`ICALENDAR`] | `target/icalendar/venv` | the events service's test reading its calendar feeds |
 //!
 //! `cargo xtask tools` installs every set (`cargo xtask test` does it before the tests).
 
@@ -56,8 +57,15 @@ pub const LOCALSTRIPE: ToolSet = ToolSet {
     installed: "bin/localstripe",
 };
 
+/// A real iCalendar (RFC 5545) parser, for the events service's test of its calendar feeds.
+pub const ICALENDAR: ToolSet = ToolSet {
+    dir: "icalendar",
+    requirements: &["icalendar==7.3.2"],
+    installed: "bin/python",
+};
+
 /// Every set `cargo xtask tools` installs.
-pub const ALL: [&ToolSet; 3] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE];
+pub const ALL: [&ToolSet; 4] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE, &ICALENDAR];
 
 impl ToolSet {
     /// `<target>/<dir>`.

@@ -43,6 +43,35 @@ pub fn service_env(service: &Service, scenario: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// The platform's wiring between services, for local runs: the broker's realtime topics
+/// (`events.*` public, `notifications.user_<uuid>` for that user only) and, with the demo
+/// scenario's clients, the events service's own client at auth (for its calls to payments).
+pub fn platform_env(service: &Service, scenario: &str) -> Vec<(String, String)> {
+    let pairs: &[(&str, &str)] = match (service.name.as_str(), scenario) {
+        ("broker", _) => &[
+            ("APP__SERVICES__EVENTS__REQUIRE_AUTHENTICATION", "false"),
+            ("APP__SERVICES__EVENTS__AUTHORIZATION", "public"),
+            ("APP__SERVICES__NOTIFICATIONS__AUTHORIZATION", "owner"),
+        ],
+        ("events", "demo") => &[
+            (
+                "APP__CLIENT__TOKEN_URL",
+                "http://127.0.0.1:8001/api/auth/v1/token",
+            ),
+            (
+                "APP__CLIENT__CLIENT_ID",
+                "0193a000-0000-7000-8000-00000000c004",
+            ),
+            ("APP__CLIENT__CLIENT_SECRET", "hatchery-events-secret"),
+        ],
+        _ => &[],
+    };
+    pairs
+        .iter()
+        .map(|(key, value)| (service.env(key), (*value).to_owned()))
+        .collect()
+}
+
 /// A supervised child.
 struct Proc {
     name: String,
@@ -474,7 +503,7 @@ pub fn up(root: &Path, options: &UpOptions) -> Result<i32> {
             services.len()
         );
         for service in &services {
-            fleet.start_service(root, service, scenario, &[])?;
+            fleet.start_service(root, service, scenario, &platform_env(service, scenario))?;
         }
         fleet.probe(options.ready_timeout)?;
 

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 pub mod auth;
+pub mod events;
 pub mod mail;
 pub mod payments;
 
