@@ -36,21 +36,11 @@ use crate::store::registrations::{self, NewRegistration};
 #[serde(deny_unknown_fields)]
 pub struct Document {
     #[serde(default)]
-    pub users: Vec<UserSeed>,
+    pub users: Vec<identity::users::UserSeed>,
     #[serde(default)]
     pub events: Vec<EventSeed>,
     #[serde(default)]
     pub registrations: Vec<RegistrationSeed>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserSeed {
-    pub id: Spanned<Uuid>,
-    pub email: String,
-    pub name: String,
-    #[serde(default)]
-    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,22 +103,7 @@ pub fn load<'a>(
         let now = Utc::now();
         let max_description = Config::default().max_description_chars;
         let mut report = Report::default();
-        let mut users = Keys::new("user");
-        for source in &sources {
-            for user in &source.doc.users {
-                let seed = identity::users::NewUser {
-                    uuid: user.id.value,
-                    email: &user.email,
-                    name: &user.name,
-                    roles: &user.roles,
-                };
-                let (local_id, created) = identity::users::get_or_create(conn, &seed)
-                    .await
-                    .map_err(|err| source.database_error(user.id.line(), err))?;
-                users.define(user.id.value, local_id, source, user.id.line())?;
-                report.record("users", created);
-            }
-        }
+        let users = identity::users::seed(conn, &sources, |doc| &doc.users, &mut report).await?;
         let mut events = Keys::new("event");
         for source in &sources {
             for event in &source.doc.events {

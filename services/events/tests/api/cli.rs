@@ -96,22 +96,7 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
     );
     let address = child.address.clone();
     let client = reqwest::Client::new();
-    let readiness = testkit::eventually(
-        "Redis and the bus up",
-        std::time::Duration::from_secs(20),
-        || async {
-            let response = client.get(format!("{address}/readyz")).send().await.ok()?;
-            let body: serde_json::Value = response.json().await.ok()?;
-            (body["status"] == "ok").then_some(body)
-        },
-    )
-    .await;
-    for dependency in ["database", "redis", "bus"] {
-        assert_eq!(
-            readiness["checks"][dependency]["status"], "up",
-            "{readiness}"
-        );
-    }
+    child.ready(&["database", "redis", "bus"]).await;
     // The demo's upcoming published events, soonest first; the past one is not listed.
     let events: serde_json::Value = client
         .get(format!("{address}/api/events/v1/events"))
@@ -142,12 +127,5 @@ async fn serves_demo_data_on_the_local_servers_and_stops_cleanly() {
         "{full}"
     );
 
-    child.terminate();
-    let status = child.exit_status().await;
-    assert_eq!(status.code(), Some(0));
-    let errors = child.logged_at("ERROR");
-    assert!(
-        errors.is_empty(),
-        "a clean shutdown logs no error: {errors:#?}"
-    );
+    child.stops_cleanly().await;
 }
