@@ -175,6 +175,10 @@ pub struct DatabaseSettings {
     /// Create the database when it does not exist (default: only in development).
     #[serde(default)]
     pub create_if_missing: Option<bool>,
+    /// Apply pending data changes (`changelog/`) when `serve` starts, after the migrations
+    /// (default: only in development; in production the deploy runs `changelog apply`).
+    #[serde(default)]
+    pub changelog_on_start: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -513,6 +517,7 @@ impl<A: Default> Settings<A> {
                 acquire_timeout: None,
                 migrate_on_start: true,
                 create_if_missing: None,
+                changelog_on_start: None,
             },
             redis: OptionalUrl::default(),
             amqp: AmqpSettings::default(),
@@ -528,6 +533,12 @@ impl<A> Settings<A> {
     pub fn create_database_if_missing(&self) -> bool {
         self.database
             .create_if_missing
+            .unwrap_or(self.environment == Environment::Development)
+    }
+
+    pub fn apply_changelog_on_start(&self) -> bool {
+        self.database
+            .changelog_on_start
             .unwrap_or(self.environment == Environment::Development)
     }
 }
