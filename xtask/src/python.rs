@@ -6,6 +6,7 @@
 //! | [`CONTRACT`] | `target/contract/venv` | `cargo xtask contract` (schemathesis, openapi-spec-validator) |
 //! | [`OAUTH_CLIENT`] | `target/oauth-client/venv` | auth's test with a third-party OAuth client (authlib, PyJWT) |
 //! | [`LOCALSTRIPE`] | `target/localstripe/venv` | the payments service's tests of its `stripe` provider |
+//! | [`SQUAWK`] | `target/squawk/venv` | `cargo xtask lint-migrations` (squawk, the Postgres migration linter) |
 //!
 //! `cargo xtask tools` installs every set (`cargo xtask test` does it before the tests).
 
@@ -56,8 +57,16 @@ pub const LOCALSTRIPE: ToolSet = ToolSet {
     installed: "bin/localstripe",
 };
 
+/// squawk, the linter of Postgres migrations (`cargo xtask lint-migrations`). Pinned: a new
+/// version brings new rules, to be adopted deliberately.
+pub const SQUAWK: ToolSet = ToolSet {
+    dir: "squawk",
+    requirements: &["squawk-cli==2.70.0"],
+    installed: "bin/squawk",
+};
+
 /// Every set `cargo xtask tools` installs.
-pub const ALL: [&ToolSet; 3] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE];
+pub const ALL: [&ToolSet; 4] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE, &SQUAWK];
 
 impl ToolSet {
     /// `<target>/<dir>`.
