@@ -123,12 +123,6 @@ pub async fn restore_drill<S, W>(
 
     let app = restart_on::<S>(database, &configure).await;
     serves(&app, &written).await;
-    let mut conn = app.db.acquire().await.expect("a connection");
-    let sums = kit::backup::table_sums(&mut conn)
-        .await
-        .expect("read the tables");
-    kit::backup::verify(&manifest, &sums)
-        .expect("the service started on the restored rows without changing them");
 }
 
 /// Text forms of every row of every table.

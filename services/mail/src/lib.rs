@@ -86,6 +86,8 @@ impl kit::Service for Mail {
             Personal::column("attachments", "content", Replace::Secret),
             Personal::column("suppressions", "email", Replace::Email { user: None }),
             Personal::column("suppressions", "note", Replace::Text),
+            // Admins write sample data for previews, often a real person's.
+            Personal::column("template_versions", "sample_data", Replace::Json),
         ],
     });
     const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];
