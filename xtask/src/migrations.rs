@@ -99,10 +99,9 @@ pub fn files(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Whether sqlx runs the migration outside a transaction (`-- no-transaction` first line).
 pub fn runs_in_transaction(text: &str) -> bool {
-    !text
-        .lines()
+    text.lines()
         .next()
-        .is_some_and(|line| line.trim() == "-- no-transaction")
+        .is_none_or(|line| line.trim() != "-- no-transaction")
 }
 
 /// The squawk command for one migration (relative to `root`).

@@ -202,7 +202,18 @@ fn expression(table: &str, column: &str, data_type: &str, replace: Replace) -> S
         },
         Replace::Null => return "NULL".to_owned(),
     };
-    format!("CASE WHEN {col} IS NULL THEN NULL ELSE ({value})::{data_type} END")
+    // Empty text stays empty: there is nothing personal in it, and "no name" keeps its meaning.
+    let keeps_empty = matches!(
+        replace,
+        Replace::Email { .. } | Replace::Name { .. } | Replace::Ip | Replace::Text
+    );
+    if keeps_empty {
+        format!(
+            "CASE WHEN {col} IS NULL THEN NULL WHEN {col}::text = '' THEN {col} ELSE ({value})::{data_type} END"
+        )
+    } else {
+        format!("CASE WHEN {col} IS NULL THEN NULL ELSE ({value})::{data_type} END")
+    }
 }
 
 /// The SQL type of every declared column (a declared table or column the database lacks is an
@@ -289,8 +300,8 @@ pub async fn anonymize(
             by_table.entry(table).or_default().push((column, *replace));
         }
     }
-    // Names and addresses are looked up by their original values: rewrite users last, so other
-    // tables still find them... the lookup table holds them already, so the order is free.
+    // Users are found by their original addresses and names in `anon_people`, filled before
+    // anything changed: the tables can be rewritten in any order.
     for (table, columns) in by_table {
         let sets: Vec<String> = columns
             .iter()

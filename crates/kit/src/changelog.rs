@@ -119,8 +119,7 @@ pub enum ChangelogError {
     },
     /// A change failed; it was rolled back and stays pending.
     Failed { name: String, cause: anyhow::Error },
-    /// The changelog is out of order: a name sorts before one already applied... or the
-    /// declaration itself is not sorted/unique.
+    /// The service's list of changes is not in name order, or names one twice.
     Declaration(String),
 }
 

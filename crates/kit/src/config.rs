@@ -874,6 +874,16 @@ mod tests {
     }
 
     #[test]
+    fn data_changes_apply_at_start_in_development_only_unless_set() {
+        let mut settings = Settings::<()>::built_in("probe", 1);
+        assert!(settings.apply_changelog_on_start());
+        settings.environment = Environment::Production;
+        assert!(!settings.apply_changelog_on_start());
+        settings.database.changelog_on_start = Some(true);
+        assert!(settings.apply_changelog_on_start());
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         let url = SecretUrl::new("amqp://guest:topsecret@rabbit/%2f");
         let shown = format!("{url:?}");

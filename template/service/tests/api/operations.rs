@@ -181,6 +181,34 @@ async fn a_failing_change_rolls_back_and_stays_pending() {
         .await
         .unwrap();
     assert_eq!(applied.names, ["0002_breaks"]);
+
+    // A change written in Rust runs once too.
+    let with_code = [
+        Change::sql("0001_titles", "UPDATE notes SET title = 'first'"),
+        Change::sql("0002_breaks", "UPDATE notes SET body = 'kept'"),
+        Change::code("0003_mark_checked", mark_checked),
+    ];
+    for _ in 0..2 {
+        changelog::apply(&pool, &with_code, "test", false)
+            .await
+            .unwrap();
+    }
+    let body: String = sqlx::query_scalar("SELECT body FROM notes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(body, "kept (checked)");
+}
+
+fn mark_checked(
+    conn: &mut sqlx::PgConnection,
+) -> futures_util::future::BoxFuture<'_, anyhow::Result<()>> {
+    Box::pin(async move {
+        sqlx::query("UPDATE notes SET body = body || ' (checked)'")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    })
 }
 
 #[tokio::test]
