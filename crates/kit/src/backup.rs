@@ -406,7 +406,7 @@ pub async fn restore(dir: &Path, url: &str, into: &str, replace: bool) -> anyhow
     let tools = PgTools::for_server(&mut admin).await?;
     // Restored under a name of its own first, so a failure leaves the existing database as it was.
     let staging = if exists {
-        format!("{}_restoring", &into[..into.len().min(50)])
+        format!("{}_restoring", into.chars().take(40).collect::<String>())
     } else {
         into.to_owned()
     };

@@ -4,8 +4,10 @@
 //!
 //! ```ignore
 //! #[tokio::test]
-//! async fn restore_drill() {
-//!     testkit::operations::restore_drill::<template::Template, _>(write_notes, notes_served).await;
+//! async fn restore_drill_and_anonymized_copy() {
+//!     testkit::operations::restore_drill_and_anonymize::<template::Template, _, _, _, _, _>(Drill {
+//!         configure, known: &["ada@hatchery.test"], writes, serves, serves_anonymized,
+//!     }).await;
 //! }
 //! ```
 
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use kit::anonymize::{Personal, Replace};
 use kit::{Service, Settings};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::PgPool;
 
 use crate::{TestApp, TestDb};
 
@@ -70,22 +72,52 @@ impl Drop for TempDir {
     }
 }
 
-/// The restore drill: the demo data plus `writes` → backup → the database dropped → restore
-/// (every table's rows and checksum as in the manifest) → the service started on it serves what
-/// `serves` checks, which it checked before the backup too.
-pub async fn restore_drill<S, W>(
-    configure: impl Configure<S>,
-    writes: impl AsyncFnOnce(&TestApp) -> W,
-    serves: impl AsyncFn(&TestApp, &W),
-) where
+/// What a service's test gives the drill: how it configures the service, personal values its
+/// writes put in the database, the writes, and what the service must serve from the restored
+/// database and from the anonymized one.
+pub struct Drill<C, Wr, Se, An> {
+    pub configure: C,
+    /// Personal values (addresses, names, IPs) the demo data and the writes hold: they must be
+    /// among those the scan looks for, so it cannot pass by looking at nothing.
+    pub known: &'static [&'static str],
+    pub writes: Wr,
+    pub serves: Se,
+    pub serves_anonymized: An,
+}
+
+/// The restore drill, then the anonymizer on the restored copy:
+///
+/// 1. the demo data plus `writes` → backup (a manifest naming the migration version) → the
+///    database dropped → restore (every table's rows and checksum as in the manifest; the
+///    existing database is then refused without `--replace`) → the service started on it
+///    serves what `serves` checks, which it checked before the backup too;
+/// 2. the restored database is a copy, as operators make them: anonymized, then no original
+///    email, name or IP address remains in any column of any table (each row read whole, as
+///    text), every row, UUID and key is still there (but in the tables declared cleared), no
+///    foreign key is broken, and the service started on it serves what `serves_anonymized`
+///    checks.
+pub async fn restore_drill_and_anonymize<S, W, C, Wr, Se, An>(drill: Drill<C, Wr, Se, An>)
+where
     S: Service,
+    C: Configure<S>,
+    Wr: AsyncFnOnce(&TestApp) -> W,
+    Se: AsyncFn(&TestApp, &W),
+    An: AsyncFnOnce(&TestApp, &W),
 {
+    let Drill {
+        configure,
+        known,
+        writes,
+        serves,
+        serves_anonymized,
+    } = drill;
     let app = demo_app::<S>(&configure).await;
     let written = writes(&app).await;
     serves(&app, &written).await;
     let dir = TempDir::new("backup");
     let database = app.stop().await;
-    let manifest = kit::backup::backup(S::NAME, S::VERSION, &database.url(), &dir.0.join(S::NAME))
+    let backup_dir = dir.0.join(S::NAME);
+    let manifest = kit::backup::backup(S::NAME, S::VERSION, &database.url(), &backup_dir)
         .await
         .expect("the backup succeeds");
     assert!(manifest.rows() > 0, "the backup holds the demo rows");
@@ -99,30 +131,22 @@ pub async fn restore_drill<S, W>(
     );
 
     database.drop_now().await;
-    let restored = kit::backup::restore(
-        &dir.0.join(S::NAME),
-        &database.url(),
-        database.name(),
-        false,
-    )
-    .await
-    .expect("the restore succeeds and matches its manifest");
+    let restored = kit::backup::restore(&backup_dir, &database.url(), database.name(), false)
+        .await
+        .expect("the restore succeeds and matches its manifest");
     assert_eq!(restored.manifest.tables, manifest.tables);
     assert!(!restored.replaced);
-
-    // Restoring over the live database is refused without --replace, and nothing changes.
-    let again = kit::backup::restore(
-        &dir.0.join(S::NAME),
-        &database.url(),
-        database.name(),
-        false,
-    )
-    .await
-    .expect_err("an existing database is never restored over without replace");
+    let again = kit::backup::restore(&backup_dir, &database.url(), database.name(), false)
+        .await
+        .expect_err("an existing database is never restored over without replace");
     assert!(format!("{again:#}").contains("--replace"), "{again:#}");
 
     let app = restart_on::<S>(database, &configure).await;
     serves(&app, &written).await;
+    let copy = app.stop().await;
+    anonymize_and_scan::<S>(&copy, known).await;
+    let app = restart_on::<S>(copy, &configure).await;
+    serves_anonymized(&app, &written).await;
 }
 
 /// Text forms of every row of every table.
@@ -202,38 +226,13 @@ async fn originals(pool: &PgPool, personal: &[&Personal]) -> Vec<String> {
     values
 }
 
-/// The anonymizer on a copy of production-shaped data: the demo data plus `writes` are backed
-/// up and restored into a copy, the copy is anonymized, and then no original email, name or IP
-/// address remains in any column of any table (each row read whole, as text), every row, UUID
-/// and key is still there (but in the tables declared cleared), and the service started on the
-/// copy serves it as `serves` checks. `known` are personal values the test wrote that must be
-/// among those found (so the scan cannot pass by looking at nothing).
-pub async fn anonymizer<S, W>(
-    configure: impl Configure<S>,
-    known: &[&str],
-    writes: impl AsyncFnOnce(&TestApp) -> W,
-    serves: impl AsyncFn(&TestApp, &W),
-) where
-    S: Service,
-{
+/// Anonymizes the database `copy` (the service stopped) and asserts that no personal value of
+/// the declared email, name and IP columns (`known` among them) remains in any row of any
+/// table, and that rows, UUIDs, keys and foreign keys are intact.
+pub async fn anonymize_and_scan<S: Service>(copy: &TestDb, known: &[&str]) {
     let declared = S::DATABASE.expect("a service with a database");
     let personal = declared.all_personal();
-    let app = demo_app::<S>(&configure).await;
-    let written = writes(&app).await;
-
-    // The copy, as operators make it: a backup restored under another name.
-    let dir = TempDir::new("anonymize");
-    let url = app.db.connect_options().to_url_lossy().to_string();
-    kit::backup::backup(S::NAME, S::VERSION, &url, &dir.0.join(S::NAME))
-        .await
-        .expect("the backup succeeds");
-    let copy = TestDb::adopt(&TestDb::unique_name());
-    kit::backup::restore(&dir.0.join(S::NAME), &url, copy.name(), false)
-        .await
-        .expect("the restore succeeds");
-    drop(app);
     let pool = copy.pool().await;
-
     let originals = originals(&pool, &personal).await;
     for value in known {
         assert!(
@@ -293,9 +292,6 @@ pub async fn anonymizer<S, W>(
     .expect("read the foreign keys");
     assert!(dangling.is_empty(), "{dangling:?}");
     pool.close().await;
-
-    let app = restart_on::<S>(copy, &configure).await;
-    serves(&app, &written).await;
 }
 
 /// The declared changelog is exactly the files in the crate's `changelog/` (in order): a file
@@ -365,6 +361,11 @@ pub async fn assert_migrates_forward<S: Service>(previous_release: Option<i64>) 
         .await
         .expect("the pending data changes apply");
 
+    if previous_release.is_none() {
+        // Nothing ran forward: the schema is a fresh one by construction.
+        pool.close().await;
+        return;
+    }
     let fresh = TestDb::create().await;
     let fresh_pool = fresh.pool().await;
     kit::service::migrate::<S>(&fresh_pool)

@@ -6,6 +6,7 @@ use kit::Settings;
 use kit::config::SecretUrl;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use testkit::operations::Drill;
 use testkit::{TestApp, json};
 
 use crate::common::{ADA, access, cheap_hashing, me_status, redis_url, sign_in, token};
@@ -27,31 +28,20 @@ async fn ada_signs_in(app: &TestApp) {
 }
 
 #[tokio::test]
-async fn restore_drill() {
-    testkit::operations::restore_drill::<auth::Auth, _>(
-        configure(),
-        ada_signs_in,
-        async |app, ()| {
-            // The restored accounts, passwords and signing keys work as before.
+async fn restore_drill_and_anonymized_copy() {
+    testkit::operations::restore_drill_and_anonymize::<auth::Auth, _, _, _, _, _>(Drill {
+        configure: configure(),
+        known: &["ada@hatchery.test", "Ada Admin", "Cleo Cooper", "127.0.0.1"],
+        writes: ada_signs_in,
+        // The restored accounts, passwords and signing keys work as before.
+        serves: async |app: &TestApp, _: &()| {
             let tokens = sign_in(app, "ada@hatchery.test", "hatchery-ada").await;
             assert_eq!(me_status(app, &access(&tokens)).await, StatusCode::OK);
         },
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn anonymized_copy_keeps_no_personal_data_nor_credentials() {
-    testkit::operations::anonymizer::<auth::Auth, _>(
-        configure(),
-        &["ada@hatchery.test", "Ada Admin", "Cleo Cooper", "127.0.0.1"],
-        ada_signs_in,
-        async |app, ()| {
+        serves_anonymized: async |app: &TestApp, _: &()| {
             // Neither the old password nor the fake address signs in: no credential survived.
-            for email in [
-                "ada@hatchery.test",
-                &format!("u{}@anonymized.invalid", ADA.replace('-', "")),
-            ] {
+            let fake = format!("u{}@anonymized.invalid", ADA.replace('-', ""));
+            for email in ["ada@hatchery.test", fake.as_str()] {
                 let response = token(
                     app,
                     json!({"grant_type": "password", "email": email, "password": "hatchery-ada"}),
@@ -63,7 +53,7 @@ async fn anonymized_copy_keeps_no_personal_data_nor_credentials() {
             let jwks: Value = json(app.get("/.well-known/jwks.json").await).await;
             assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
         },
-    )
+    })
     .await;
 }
 

@@ -5,6 +5,7 @@ use kit::Settings;
 use kit::config::SecretUrl;
 use payments::config::Config;
 use serde_json::Value;
+use testkit::operations::Drill;
 use testkit::{TestApp, json, tokens};
 
 use crate::common::{PAYMENTS, ada, redis_url};
@@ -31,25 +32,16 @@ async fn listed(app: &TestApp) -> Vec<(String, Value)> {
 }
 
 #[tokio::test]
-async fn restore_drill() {
-    testkit::operations::restore_drill::<payments::Payments, _>(
+async fn restore_drill_and_anonymized_copy() {
+    testkit::operations::restore_drill_and_anonymize::<payments::Payments, _, _, _, _, _>(Drill {
         configure,
-        listed,
-        async |app, before| {
+        known: &["bob@hatchery.test", "Bob Baker"],
+        writes: listed,
+        serves: async |app: &TestApp, before: &Vec<(String, Value)>| {
             assert_eq!(&listed(app).await, before);
             assert!(before.len() >= 5, "{before:?}");
         },
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn anonymized_copy_keeps_no_personal_data() {
-    testkit::operations::anonymizer::<payments::Payments, _>(
-        configure,
-        &["bob@hatchery.test", "Bob Baker"],
-        listed,
-        async |app, before| {
+        serves_anonymized: async |app: &TestApp, before: &Vec<(String, Value)>| {
             let after = listed(app).await;
             let ids =
                 |list: &[(String, Value)]| list.iter().map(|p| p.0.clone()).collect::<Vec<_>>();
@@ -59,7 +51,7 @@ async fn anonymized_copy_keeps_no_personal_data() {
                 "{after:?}"
             );
         },
-    )
+    })
     .await;
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use template::Template;
 use testkit::cli::run;
+use testkit::operations::Drill;
 use testkit::{TestApp, TestDb, json, tokens};
 
 use crate::common::{ADA, ada, redis_url};
@@ -244,37 +245,32 @@ async fn note_of(app: &TestApp, id: &str) -> Value {
 }
 
 #[tokio::test]
-async fn restore_drill() {
-    testkit::operations::restore_drill::<Template, _>(configure, ada_writes, async |app, id| {
-        let note = note_of(app, id).await;
-        assert_eq!(note["title"], "Call Bob Baker");
-        assert_eq!(note["owner"], ADA);
-        let page: Value = json(app.with_token(&ada().mint()).get(NOTES).await).await;
-        let items = page["items"].as_array().unwrap();
-        assert!(items.iter().any(|n| n["id"] == id.as_str()), "{page}");
-        assert!(items.len() > 1, "the demo notes are back too: {page}");
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn anonymized_copy_keeps_no_personal_data() {
-    testkit::operations::anonymizer::<Template, _>(
+async fn restore_drill_and_anonymized_copy() {
+    testkit::operations::restore_drill_and_anonymize::<Template, _, _, _, _, _>(Drill {
         configure,
-        &[
+        known: &[
             "ada@hatchery.test",
             "Ada Admin",
             "bob@hatchery.test",
             "Cleo Cooper",
         ],
-        ada_writes,
-        async |app, id| {
-            // Served from the copy: the same note, its owner intact, its text redacted.
+        writes: ada_writes,
+        serves: async |app: &TestApp, id: &String| {
+            let note = note_of(app, id).await;
+            assert_eq!(note["title"], "Call Bob Baker");
+            assert_eq!(note["owner"], ADA);
+            let page: Value = json(app.with_token(&ada().mint()).get(NOTES).await).await;
+            let items = page["items"].as_array().unwrap();
+            assert!(items.iter().any(|n| n["id"] == id.as_str()), "{page}");
+            assert!(items.len() > 1, "the demo notes are back too: {page}");
+        },
+        // Served from the anonymized copy: the same note, its owner intact, its text redacted.
+        serves_anonymized: async |app: &TestApp, id: &String| {
             let note = note_of(app, id).await;
             assert_eq!(note["owner"], ADA);
             assert_eq!(note["title"], "[redacted]");
         },
-    )
+    })
     .await;
 }
 
@@ -296,4 +292,75 @@ fn anonymize_refuses_the_services_own_database() {
 #[tokio::test]
 async fn migrations_run_forward_over_the_previous_release() {
     testkit::operations::assert_migrates_forward::<Template>(None).await;
+}
+
+/// The commands operators (and `cargo xtask backup|restore`) run: a backup, a restore into a
+/// new database, an existing database refused, a damaged dump refused before anything is made.
+#[tokio::test]
+async fn backup_and_restore_commands() {
+    let db = TestDb::create().await;
+    let (output, _, stderr) = run(binary()
+        .args(["populate", "--scenario", "demo"])
+        .env("TEMPLATE__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stderr}");
+    let dir = testkit::operations::TempDir::new("backup-cli");
+    let (output, stdout, stderr) = run(binary()
+        .args(["backup", "--to"])
+        .arg(&dir.0)
+        .env("TEMPLATE__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("backed up database {}", db.name())),
+        "{stdout}"
+    );
+
+    let copy = TestDb::adopt(&TestDb::unique_name());
+    let (output, stdout, stderr) = run(binary()
+        .args(["restore", "--from"])
+        .arg(&dir.0)
+        .args(["--into", copy.name()])
+        .env("TEMPLATE__DATABASE__URL", db.url()));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("every checksum as in the manifest") && stdout.contains(copy.name()),
+        "{stdout}"
+    );
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&copy.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(notes, 4);
+
+    // The configured database exists: never restored over without --replace.
+    let (output, _, stderr) = run(binary()
+        .args(["restore", "--from"])
+        .arg(&dir.0)
+        .env("TEMPLATE__DATABASE__URL", db.url()));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("exists") && stderr.contains("--replace"),
+        "{stderr}"
+    );
+
+    // A damaged dump is refused before any database is made.
+    let dump = dir.0.join("template/template.dump");
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&dump, bytes).unwrap();
+    let other = TestDb::unique_name();
+    let (output, _, stderr) = run(binary()
+        .args(["restore", "--from"])
+        .arg(&dir.0)
+        .args(["--into", &other])
+        .env("TEMPLATE__DATABASE__URL", db.url()));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not match its manifest"), "{stderr}");
+    let made: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&other)
+            .fetch_one(&db.pool().await)
+            .await
+            .unwrap();
+    assert!(!made);
 }
