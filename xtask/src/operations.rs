@@ -167,46 +167,37 @@ pub fn restore(
         bail!("no backup at {}", from.display());
     }
     let services = selected(root, only)?;
-    let mut names = Vec::new();
+    // Per service: its restore arguments, or None when the backup holds none of it.
+    let mut plan = Vec::new();
     for service in &services {
-        let has = from.join(&service.name).join("manifest.json").is_file();
-        if !has && only.is_some() {
-            bail!("{} holds no backup of {}", from.display(), service.name);
+        if !from.join(&service.name).join("manifest.json").is_file() {
+            if only.is_some() {
+                bail!("{} holds no backup of {}", from.display(), service.name);
+            }
+            plan.push(None);
+            continue;
         }
-        if has {
-            names.push(match into {
-                Some(pattern) => Some(database_name(pattern, &service.name, services.len())?),
-                None => None,
-            });
-        } else {
-            names.push(None);
+        let mut args = vec![
+            "restore".to_owned(),
+            "--from".to_owned(),
+            from.display().to_string(),
+        ];
+        if let Some(pattern) = into {
+            let name = database_name(pattern, &service.name, services.len())?;
+            args.extend(["--into".to_owned(), name]);
         }
+        if replace {
+            args.push("--replace".to_owned());
+        }
+        plan.push(Some(args));
     }
-    let present: Vec<bool> = services
-        .iter()
-        .map(|s| from.join(&s.name).join("manifest.json").is_file())
-        .collect();
     for_each(
         root,
         &services,
         "RESTORE",
         |service| {
             let index = services.iter().position(|s| s.name == service.name)?;
-            if !present[index] {
-                return None;
-            }
-            let mut args = vec![
-                "restore".to_owned(),
-                "--from".to_owned(),
-                from.display().to_string(),
-            ];
-            if let Some(name) = &names[index] {
-                args.extend(["--into".to_owned(), name.clone()]);
-            }
-            if replace {
-                args.push("--replace".to_owned());
-            }
-            Some(args)
+            plan[index].clone()
         },
         &[],
     )

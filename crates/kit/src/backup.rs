@@ -206,11 +206,32 @@ fn libpq(command: &mut Command, options: &PgConnectOptions, url: &str) {
     if let Some(name) = options.get_application_name() {
         dsn.push_str(&format!(" application_name={}", quote_libpq(name)));
     }
+    // TLS and session options written in the URL's query apply to the tools too.
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            let Some((key, value)) = pair.split_once('=') else {
+                continue;
+            };
+            if LIBPQ_PASSED.contains(&key) {
+                dsn.push_str(&format!(" {key}={}", quote_libpq(&percent_decode(value))));
+            }
+        }
+    }
     command.arg(format!("--dbname={dsn}"));
     if let Some(password) = password_of(url) {
         command.env("PGPASSWORD", password);
     }
 }
+
+/// URL query parameters that mean the same to libpq's tools as to the service's connection.
+const LIBPQ_PASSED: [&str; 6] = [
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "options",
+    "connect_timeout",
+];
 
 fn quote_libpq(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -526,6 +547,32 @@ mod tests {
         );
         assert_eq!(password_of("postgres://app@db/x"), None);
         assert_eq!(password_of("postgres://db/x"), None);
+    }
+
+    #[test]
+    fn tools_connect_like_the_service_without_the_password_in_their_arguments() {
+        let url = "postgres://app:s3cret@db.internal:6432/payments?sslmode=verify-full&options=-c%20lock_timeout%3D5s&application_name=x";
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let mut command = Command::new("pg_dump");
+        libpq(&mut command, &options, url);
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args.len(), 1);
+        let dsn = &args[0];
+        assert!(
+            dsn.contains("host='db.internal' port=6432 user='app' dbname='payments'"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("sslmode='verify-full'"), "{dsn}");
+        assert!(dsn.contains("options='-c lock_timeout=5s'"), "{dsn}");
+        assert!(!dsn.contains("s3cret"), "{dsn}");
+        let password = command
+            .get_envs()
+            .find(|(key, _)| *key == "PGPASSWORD")
+            .and_then(|(_, value)| value);
+        assert_eq!(password.and_then(|p| p.to_str()), Some("s3cret"));
     }
 
     #[test]
