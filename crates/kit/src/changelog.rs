@@ -200,11 +200,23 @@ fn check_declaration(changes: &[Change]) -> Result<(), ChangelogError> {
 
 type Recorded = (String, Vec<u8>, chrono::DateTime<chrono::Utc>, String, i64);
 
-async fn recorded(conn: &mut PgConnection) -> anyhow::Result<Vec<Recorded>> {
-    sqlx::query(CREATE_TABLE)
-        .execute(&mut *conn)
-        .await
-        .context("cannot create the changelog table")?;
+/// The recorded changes. `create`: make the table first (only under the appliers' lock:
+/// concurrent `CREATE TABLE IF NOT EXISTS` can collide); otherwise a missing table is an empty
+/// record.
+async fn recorded(conn: &mut PgConnection, create: bool) -> anyhow::Result<Vec<Recorded>> {
+    if create {
+        sqlx::query(CREATE_TABLE)
+            .execute(&mut *conn)
+            .await
+            .context("cannot create the changelog table")?;
+    } else {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_data_changelog') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+    }
     Ok(sqlx::query_as(
         "SELECT name, checksum, applied_at, release, duration_ms FROM _data_changelog ORDER BY name",
     )
@@ -215,7 +227,7 @@ async fn recorded(conn: &mut PgConnection) -> anyhow::Result<Vec<Recorded>> {
 /// Every declared change and every recorded one, in name order, with its state.
 pub async fn status(pool: &PgPool, changes: &[Change]) -> anyhow::Result<Vec<Entry>> {
     let mut conn = pool.acquire().await?;
-    let recorded = recorded(&mut conn).await?;
+    let recorded = recorded(&mut conn, false).await?;
     let mut entries: Vec<Entry> = changes
         .iter()
         .map(|change| {
@@ -278,7 +290,7 @@ pub async fn apply(
             .execute(&mut *tx)
             .await
             .map_err(|e| internal(e.into()))?;
-        let recorded = recorded(&mut tx).await.map_err(internal)?;
+        let recorded = recorded(&mut tx, true).await.map_err(internal)?;
         // Every recorded change is checked before the first pending one runs.
         for (name, checksum, ..) in &recorded {
             if let Some(known) = changes.iter().find(|c| c.name == name)

@@ -248,6 +248,8 @@ pub async fn build<S: Service>(settings: Settings<S::Config>) -> anyhow::Result<
             }
             if settings.apply_changelog_on_start() {
                 apply_changelog::<S>(&pool, false).await?;
+            } else {
+                warn_of_pending_changes(&pool, database.changelog).await;
             }
             if let Some(scenario) = settings.populate.scenario.clone() {
                 populate::<S>(&pool, &settings.populate.dir, &scenario).await?;
@@ -292,6 +294,29 @@ pub async fn migrate<S: Service>(pool: &PgPool) -> anyhow::Result<usize> {
         tracing::info!(applied, "applied migrations");
     }
     Ok(applied)
+}
+
+/// In production the deploy applies data changes; one it skipped is worth a warning.
+async fn warn_of_pending_changes(pool: &PgPool, changes: &[Change]) {
+    if changes.is_empty() {
+        return;
+    }
+    match crate::changelog::status(pool, changes).await {
+        Ok(entries) => {
+            let pending: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.state == crate::changelog::State::Pending)
+                .map(|e| e.name.as_str())
+                .collect();
+            if !pending.is_empty() {
+                tracing::warn!(
+                    pending = %pending.join(", "),
+                    "data changes are pending: the deploy applies them with `changelog apply`"
+                );
+            }
+        }
+        Err(err) => tracing::warn!(error = %format!("{err:#}"), "cannot read the data changelog"),
+    }
 }
 
 /// Applies the service's pending data changes (see [`crate::changelog`]).

@@ -212,9 +212,22 @@ fn mark_checked(
     })
 }
 
+/// `serve` applies pending changes when `database.changelog_on_start` says so (development's
+/// default), and leaves them to the deploy otherwise (production's).
 #[tokio::test]
-async fn serve_applies_pending_changes_in_development() {
-    let app = TestApp::spawn_with::<Template>(configure).await;
+async fn serve_applies_pending_changes_when_configured() {
+    let app = TestApp::spawn_with::<Template>(|settings| {
+        configure(settings);
+        settings.database.changelog_on_start = Some(false);
+    })
+    .await;
+    let recorded: bool = sqlx::query_scalar("SELECT to_regclass('_data_changelog') IS NOT NULL")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(!recorded, "nothing applied when turned off");
+
+    let app = TestApp::spawn_on::<Template>(app.stop().await, configure).await;
     let applied: Vec<String> = sqlx::query_scalar("SELECT name FROM _data_changelog")
         .fetch_all(&app.db)
         .await
