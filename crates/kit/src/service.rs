@@ -1,6 +1,7 @@
 //! What a service is ([`Service`]), what kit hands it to start from ([`Resources`]), what its
 //! start returns ([`Started`]), the assembled application ([`App`]), and the command line every
-//! service binary shares (`serve`, `migrate`, `populate`, `check`, `openapi`).
+//! service binary shares (`serve`, `migrate`, `populate`, `check`, `openapi`, and for operating
+//! the database `changelog`, `backup`, `restore`, `anonymize`).
 //!
 //! A service is a type implementing [`Service`] in its `lib.rs`; its `main.rs` is
 //! `fn main() -> ExitCode { kit::run::<my_service::MyService>() }`. The wiring is typed: `start`
