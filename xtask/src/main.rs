@@ -28,7 +28,7 @@ enum Cmd {
     /// the fake Stripe (localstripe) under target/.
     Infra,
     /// Install the pinned Python tools into virtualenvs under target/: schemathesis (contract),
-    /// the third-party OAuth client auth's tests use (authlib, PyJWT), localstripe.
+    /// the third-party OAuth client auth's tests use (authlib, PyJWT), localstripe, squawk.
     Tools,
     /// Build and run every service with merged logs until Ctrl-C.
     Up {
