@@ -11,6 +11,8 @@ pub mod generator;
 pub mod http;
 pub mod infra;
 pub mod manifest;
+pub mod migrations;
+pub mod operations;
 pub mod procs;
 pub mod python;
 pub mod rewrite;

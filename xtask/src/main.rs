@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, contract, generator, infra, python, services, testing, up, util};
+use xtask::{
+    bench, contract, generator, infra, migrations, operations, python, services, testing, up, util,
+};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +28,7 @@ enum Cmd {
     /// the fake Stripe (localstripe) under target/.
     Infra,
     /// Install the pinned Python tools into virtualenvs under target/: schemathesis (contract),
-    /// the third-party OAuth client auth's tests use (authlib, PyJWT), localstripe.
+    /// the third-party OAuth client auth's tests use (authlib, PyJWT), localstripe, squawk.
     Tools,
     /// Build and run every service with merged logs until Ctrl-C.
     Up {
@@ -40,8 +42,8 @@ enum Cmd {
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         ready_timeout: u64,
     },
-    /// infra, cargo fmt --check, clippy -D warnings, nextest, contract; stops at the first
-    /// failure.
+    /// infra, tools, lint-migrations, cargo fmt --check, clippy -D warnings, nextest, contract;
+    /// stops at the first failure.
     Test {
         /// Extra arguments for `cargo nextest run` (after `--`).
         #[arg(last = true, value_name = "NEXTEST_ARGS")]
@@ -62,6 +64,48 @@ enum Cmd {
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         ready_timeout: u64,
     },
+    /// Back up every service's database (pg_dump, custom format) with a manifest: row counts,
+    /// checksums, migration versions. Restore with `cargo xtask restore`.
+    Backup {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Where to write (default: target/backups/<UTC time>/); one folder per service.
+        #[arg(long, value_name = "DIR")]
+        to: Option<std::path::PathBuf>,
+    },
+    /// Restore a backup: each service's database into a new one (never over an existing one
+    /// without --replace), every table checked against the manifest.
+    Restore {
+        /// The backup (the folder `cargo xtask backup` printed).
+        #[arg(long, value_name = "DIR")]
+        from: std::path::PathBuf,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Database to restore into, `{service}` replaced by each service's name
+        /// (e.g. '{service}_copy'); default: the service's configured database.
+        #[arg(long, value_name = "NAME")]
+        into: Option<String>,
+        /// Replace an existing database (dropped only once the restored copy is verified).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Replace the personal data in copies of the services' databases (restored backups).
+    Anonymize {
+        /// The copies, `{service}` replaced by each service's name (e.g. '{service}_copy').
+        #[arg(long, value_name = "NAME")]
+        database: String,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Allow rewriting a service's own configured database.
+        #[arg(long)]
+        i_mean_it: bool,
+    },
+    /// squawk on every migration (template, services, crates' shared tables): nothing that
+    /// could lock a busy table during a deploy.
+    LintMigrations,
     /// Hatch services/<NAME> from the template and register it.
     NewService {
         /// 2-30 lowercase letters and digits, starting with a letter.
@@ -143,6 +187,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 ready_timeout: Duration::from_secs(ready_timeout),
             },
         ),
+        Cmd::Backup { service, to } => operations::backup(&root, service.as_deref(), to),
+        Cmd::Restore {
+            from,
+            service,
+            into,
+            replace,
+        } => operations::restore(&root, &from, service.as_deref(), into.as_deref(), replace),
+        Cmd::Anonymize {
+            database,
+            service,
+            i_mean_it,
+        } => operations::anonymize(&root, &database, service.as_deref(), i_mean_it),
+        Cmd::LintMigrations => {
+            let checked = migrations::lint(&root)?;
+            println!("squawk: {checked} migration(s), no offence");
+            Ok(0)
+        }
         Cmd::Test { nextest_args } => testing::test(&root, &nextest_args),
         Cmd::Contract {
             services,

@@ -7,6 +7,7 @@
 //! | [`OAUTH_CLIENT`] | `target/oauth-client/venv` | auth's test with a third-party OAuth client (authlib, PyJWT) |
 //! | [`LOCALSTRIPE`] | `target/localstripe/venv` | the payments service's tests of its `stripe` provider |
 //! | [`ICALENDAR`] | `target/icalendar/venv` | the events service's test reading its calendar feeds |
+//! | [`SQUAWK`] | `target/squawk/venv` | `cargo xtask lint-migrations` (squawk, the Postgres migration linter) |
 //!
 //! `cargo xtask tools` installs every set (`cargo xtask test` does it before the tests).
 
@@ -64,8 +65,16 @@ pub const ICALENDAR: ToolSet = ToolSet {
     installed: "bin/python",
 };
 
+/// squawk, the linter of Postgres migrations (`cargo xtask lint-migrations`). Pinned: a new
+/// version brings new rules, to be adopted deliberately.
+pub const SQUAWK: ToolSet = ToolSet {
+    dir: "squawk",
+    requirements: &["squawk-cli==2.70.0"],
+    installed: "bin/squawk",
+};
+
 /// Every set `cargo xtask tools` installs.
-pub const ALL: [&ToolSet; 4] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE, &ICALENDAR];
+pub const ALL: [&ToolSet; 5] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE, &ICALENDAR, &SQUAWK];
 
 impl ToolSet {
     /// `<target>/<dir>`.

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: infra, Python tools, fmt, clippy, nextest, contract — stop at the first
-//! failure.
+//! `cargo xtask test`: infra, Python tools, the migrations' lint, fmt, clippy, nextest,
+//! contract — stop at the first failure.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -75,6 +75,21 @@ pub fn test(root: &Path, nextest_args: &[String]) -> Result<i32> {
         ok: tools.is_ok(),
     });
     if let Err(error) = tools {
+        eprintln!("error: {error:#}");
+        print!("{}", summary(&steps));
+        return Ok(1);
+    }
+
+    // Migrations that could lock a busy table during a deploy (squawk).
+    println!("==> migrations");
+    let started = Instant::now();
+    let lint = crate::migrations::lint(root);
+    steps.push(Step {
+        name: "migrations",
+        took: started.elapsed(),
+        ok: lint.is_ok(),
+    });
+    if let Err(error) = lint {
         eprintln!("error: {error:#}");
         print!("{}", summary(&steps));
         return Ok(1);

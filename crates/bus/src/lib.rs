@@ -58,6 +58,9 @@ pub static SCHEMA: kit::SharedSchema = kit::SharedSchema {
     owner: "bus",
     migrator: &MIGRATOR,
     replaces: &["outbox", "inbox"],
+    // Envelopes carry the events' data (addresses, names): a copy publishes none of the
+    // original's events, so the outbox is emptied. The inbox holds event ids only.
+    personal: &[kit::Personal::clear("outbox")],
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -74,6 +74,11 @@ pub static SCHEMA: kit::SharedSchema = kit::SharedSchema {
     owner: "identity",
     migrator: &MIGRATOR,
     replaces: &["users"],
+    // The same user gets the same fake address and name in every service (keyed by the UUID).
+    personal: &[
+        kit::Personal::column("users", "email", kit::Replace::Email { user: Some("uuid") }),
+        kit::Personal::column("users", "name", kit::Replace::Name { user: Some("uuid") }),
+    ],
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

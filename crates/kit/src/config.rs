@@ -175,6 +175,10 @@ pub struct DatabaseSettings {
     /// Create the database when it does not exist (default: only in development).
     #[serde(default)]
     pub create_if_missing: Option<bool>,
+    /// Apply pending data changes (`changelog/`) when `serve` starts, after the migrations
+    /// (default: only in development; in production the deploy runs `changelog apply`).
+    #[serde(default)]
+    pub changelog_on_start: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -513,6 +517,7 @@ impl<A: Default> Settings<A> {
                 acquire_timeout: None,
                 migrate_on_start: true,
                 create_if_missing: None,
+                changelog_on_start: None,
             },
             redis: OptionalUrl::default(),
             amqp: AmqpSettings::default(),
@@ -528,6 +533,12 @@ impl<A> Settings<A> {
     pub fn create_database_if_missing(&self) -> bool {
         self.database
             .create_if_missing
+            .unwrap_or(self.environment == Environment::Development)
+    }
+
+    pub fn apply_changelog_on_start(&self) -> bool {
+        self.database
+            .changelog_on_start
             .unwrap_or(self.environment == Environment::Development)
     }
 }
@@ -860,6 +871,16 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert_eq!(redact_url("not a url"), "***");
+    }
+
+    #[test]
+    fn data_changes_apply_at_start_in_development_only_unless_set() {
+        let mut settings = Settings::<()>::built_in("probe", 1);
+        assert!(settings.apply_changelog_on_start());
+        settings.environment = Environment::Production;
+        assert!(!settings.apply_changelog_on_start());
+        settings.database.changelog_on_start = Some(true);
+        assert!(settings.apply_changelog_on_start());
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub struct SharedSchema {
     /// brings it to the one definition; the copy's row is then dropped from the service's
     /// history, so the service's migrator does not miss the file that is gone.
     pub replaces: &'static [&'static str],
+    /// The personal data in these tables and how the anonymizer replaces it, declared once
+    /// here for every service that uses them.
+    pub personal: &'static [crate::anonymize::Personal],
 }
 
 impl SharedSchema {

@@ -39,6 +39,9 @@ pub static SCHEMA: SharedSchema = SharedSchema {
     owner: "kit",
     migrator: &MIGRATOR,
     replaces: &["idempotency"],
+    // Stored responses repeat what was created (names, addresses); they are replayable for
+    // 24 h only, so a copy needs none.
+    personal: &[crate::anonymize::Personal::clear("idempotency")],
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -5,6 +5,9 @@
 //! A service is a type implementing [`Service`] in its `lib.rs`; its `main.rs` is
 //! `fn main() -> ExitCode { kit::run::<my_service::MyService>() }`.
 
+pub mod anonymize;
+pub mod backup;
+pub mod changelog;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -19,6 +22,7 @@ pub mod request_id;
 pub mod service;
 pub mod telemetry;
 
+pub use anonymize::{Personal, Replace};
 pub use config::{Secret, SecretUrl, Settings, Uses};
 pub use db::SharedSchema;
 pub use error::{ApiError, ConstraintExt, FieldErrors, PROBLEM_JSON, Problem};

@@ -1,6 +1,7 @@
 //! What a service is ([`Service`]), what kit hands it to start from ([`Resources`]), what its
 //! start returns ([`Started`]), the assembled application ([`App`]), and the command line every
-//! service binary shares (`serve`, `migrate`, `populate`, `check`, `openapi`).
+//! service binary shares (`serve`, `migrate`, `populate`, `check`, `openapi`, and for operating
+//! the database `changelog`, `backup`, `restore`, `anonymize`).
 //!
 //! A service is a type implementing [`Service`] in its `lib.rs`; its `main.rs` is
 //! `fn main() -> ExitCode { kit::run::<my_service::MyService>() }`. The wiring is typed: `start`
@@ -26,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::anonymize::Personal;
+use crate::changelog::{Change, ChangelogError};
 use crate::config::{self, AppSettings, Settings, Uses};
 use crate::db::SharedSchema;
 use crate::health::{self, Check, Dependency};
@@ -47,11 +50,27 @@ pub struct Database {
     pub shared: &'static [&'static SharedSchema],
     /// Loads a scenario's YAML documents (`populator/<scenario>/<service>/`).
     pub populate: Option<PopulateFn>,
+    /// One-off data changes, applied in order once per database (`kit::changelog!` of the
+    /// files in `changelog/`, or code changes): see [`crate::changelog`].
+    pub changelog: &'static [Change],
+    /// The service's own columns holding personal data, and how the anonymizer replaces them
+    /// (the shared tables' are declared by their crates): see [`crate::anonymize`].
+    pub personal: &'static [Personal],
 }
 
 impl Database {
     fn uses(&self, schema: &SharedSchema) -> bool {
         self.shared.iter().any(|s| std::ptr::eq(*s, schema))
+    }
+
+    /// Every personal-data declaration for this database: the shared schemas' first, then the
+    /// service's own.
+    pub fn all_personal(&self) -> Vec<&'static Personal> {
+        self.shared
+            .iter()
+            .flat_map(|schema| schema.personal.iter())
+            .chain(self.personal.iter())
+            .collect()
     }
 }
 
@@ -228,6 +247,11 @@ pub async fn build<S: Service>(settings: Settings<S::Config>) -> anyhow::Result<
             if settings.database.migrate_on_start {
                 migrate::<S>(&pool).await?;
             }
+            if settings.apply_changelog_on_start() {
+                apply_changelog::<S>(&pool, false).await?;
+            } else {
+                warn_of_pending_changes(&pool, database.changelog).await;
+            }
             if let Some(scenario) = settings.populate.scenario.clone() {
                 populate::<S>(&pool, &settings.populate.dir, &scenario).await?;
             }
@@ -271,6 +295,40 @@ pub async fn migrate<S: Service>(pool: &PgPool) -> anyhow::Result<usize> {
         tracing::info!(applied, "applied migrations");
     }
     Ok(applied)
+}
+
+/// In production the deploy applies data changes; one it skipped is worth a warning.
+async fn warn_of_pending_changes(pool: &PgPool, changes: &[Change]) {
+    if changes.is_empty() {
+        return;
+    }
+    match crate::changelog::status(pool, changes).await {
+        Ok(entries) => {
+            let pending: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.state == crate::changelog::State::Pending)
+                .map(|e| e.name.as_str())
+                .collect();
+            if !pending.is_empty() {
+                tracing::warn!(
+                    pending = %pending.join(", "),
+                    "data changes are pending: the deploy applies them with `changelog apply`"
+                );
+            }
+        }
+        Err(err) => tracing::warn!(error = %format!("{err:#}"), "cannot read the data changelog"),
+    }
+}
+
+/// Applies the service's pending data changes (see [`crate::changelog`]).
+pub async fn apply_changelog<S: Service>(
+    pool: &PgPool,
+    dry_run: bool,
+) -> Result<crate::changelog::Applied, ChangelogError> {
+    let Some(database) = &S::DATABASE else {
+        return Ok(Default::default());
+    };
+    crate::changelog::apply(pool, database.changelog, S::VERSION, dry_run).await
 }
 
 /// Loads `scenario` from `dir` in one transaction: all of it, or nothing.
@@ -457,8 +515,55 @@ enum Command {
     },
     /// Check the configuration and every dependency; non-zero exit on failure.
     Check,
+    /// One-off data changes (`changelog/`): what is applied, and applying the pending ones.
+    Changelog {
+        #[command(subcommand)]
+        action: ChangelogAction,
+    },
+    /// Dump the database (pg_dump, custom format) with a manifest into DIR/<service>/.
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Restore DIR/<service>/ into a new database (the configured one's name by default), then
+    /// check every table against the manifest.
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The database to restore into.
+        #[arg(long, value_name = "NAME")]
+        into: Option<String>,
+        /// Replace an existing database of that name (dropped once the copy is verified).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Replace the personal data in a copy of the database (a restored backup).
+    Anonymize {
+        /// The copy to rewrite, on the configured server.
+        #[arg(long, value_name = "NAME")]
+        database: String,
+        /// Allow rewriting the service's own configured database.
+        #[arg(long)]
+        i_mean_it: bool,
+        /// Keys the hashes of values that belong to no platform user; give every service of
+        /// one run the same (default: random).
+        #[arg(long, env = "HATCHERY_ANONYMIZE_SALT", hide_env_values = true)]
+        salt: Option<String>,
+    },
     /// Print the OpenAPI document.
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum ChangelogAction {
+    /// Every data change and whether it was applied (when, by which release, how long).
+    Status,
+    /// Apply the pending changes in order, each in a transaction of its own.
+    Apply {
+        /// Run the pending changes in one transaction and roll it back.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Exit code for a configuration that does not load or validate.
@@ -517,15 +622,34 @@ pub fn run<S: Service>() -> ExitCode {
             Command::Migrate => migrate_command::<S>(settings).await,
             Command::Populate { scenario } => populate_command::<S>(settings, &scenario).await,
             Command::Check => check::<S>(settings).await,
+            Command::Changelog { action } => changelog_command::<S>(settings, action).await,
+            Command::Backup { to } => backup_command::<S>(settings, &to).await,
+            Command::Restore {
+                from,
+                into,
+                replace,
+            } => restore_command::<S>(settings, &from, into, replace).await,
+            Command::Anonymize {
+                database,
+                i_mean_it,
+                salt,
+            } => anonymize_command::<S>(settings, &database, i_mean_it, salt).await,
             Command::Openapi => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            let modified = err
+                .downcast_ref::<ChangelogError>()
+                .is_some_and(|e| matches!(e, ChangelogError::Modified { .. }));
             tracing::error!(error = %format!("{err:#}"), "{} failed", S::NAME);
             eprintln!("{}: error: {err:#}", S::NAME);
-            ExitCode::FAILURE
+            if modified {
+                ExitCode::from(crate::changelog::EXIT_MODIFIED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -581,6 +705,146 @@ async fn populate_command<S: Service>(
     let pool = connect_and_migrate::<S>(&settings).await?;
     let report = populate::<S>(&pool, &settings.populate.dir, scenario).await?;
     println!("{}: scenario {scenario}: {report}", S::NAME);
+    Ok(())
+}
+
+async fn changelog_command<S: Service>(
+    settings: Settings<S::Config>,
+    action: ChangelogAction,
+) -> anyhow::Result<()> {
+    let Some(database) = &S::DATABASE else {
+        println!("{}: no database, no data changes", S::NAME);
+        return Ok(());
+    };
+    let pool = connect_and_migrate::<S>(&settings).await?;
+    match action {
+        ChangelogAction::Status => {
+            let entries = crate::changelog::status(&pool, database.changelog).await?;
+            print!("{}", crate::changelog::render_status(&entries));
+        }
+        ChangelogAction::Apply { dry_run } => {
+            let applied = apply_changelog::<S>(&pool, dry_run).await?;
+            let verb = if dry_run { "would apply" } else { "applied" };
+            for name in &applied.names {
+                println!("{verb} {name}");
+            }
+            println!(
+                "{}: {} data change(s) {verb}, {} row(s){}",
+                S::NAME,
+                applied.names.len(),
+                applied.rows,
+                if dry_run { " (rolled back)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn backup_command<S: Service>(
+    settings: Settings<S::Config>,
+    to: &Path,
+) -> anyhow::Result<()> {
+    if S::DATABASE.is_none() {
+        println!("{}: no database, nothing to back up", S::NAME);
+        return Ok(());
+    }
+    let started = Instant::now();
+    let dir = to.join(S::NAME);
+    let manifest =
+        crate::backup::backup(S::NAME, S::VERSION, settings.database.url.expose(), &dir).await?;
+    println!(
+        "{}: backed up database {} ({} table(s), {} row(s), {} bytes) into {} in {} ms",
+        S::NAME,
+        manifest.database,
+        manifest.tables.len(),
+        manifest.rows(),
+        manifest.bytes,
+        dir.join(&manifest.file).display(),
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// The database name of the service's configured URL.
+fn configured_database<A>(settings: &Settings<A>) -> anyhow::Result<String> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(settings.database.url.expose())?;
+    Ok(options
+        .get_database()
+        .context("database.url names no database")?
+        .to_owned())
+}
+
+/// `settings`' database URL, naming database `name` instead.
+fn url_of_database<A>(
+    settings: &Settings<A>,
+    name: &str,
+) -> anyhow::Result<sqlx::postgres::PgConnectOptions> {
+    use std::str::FromStr;
+    Ok(sqlx::postgres::PgConnectOptions::from_str(settings.database.url.expose())?.database(name))
+}
+
+async fn restore_command<S: Service>(
+    settings: Settings<S::Config>,
+    from: &Path,
+    into: Option<String>,
+    replace: bool,
+) -> anyhow::Result<()> {
+    if S::DATABASE.is_none() {
+        println!("{}: no database, nothing to restore", S::NAME);
+        return Ok(());
+    }
+    let dir = from.join(S::NAME);
+    let into = match into {
+        Some(name) => name,
+        None => configured_database(&settings)?,
+    };
+    let restored =
+        crate::backup::restore(&dir, settings.database.url.expose(), &into, replace).await?;
+    let manifest = &restored.manifest;
+    println!(
+        "{}: restored {} ({} table(s), {} row(s), every checksum as in the manifest) into database {}{}, taken {} by release {} at migration {}, in {} ms",
+        S::NAME,
+        dir.join(&manifest.file).display(),
+        manifest.tables.len(),
+        manifest.rows(),
+        restored.database,
+        if restored.replaced { " (replaced)" } else { "" },
+        manifest.taken_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        manifest.release,
+        manifest
+            .migrations
+            .get("_sqlx_migrations")
+            .copied()
+            .unwrap_or(0),
+        restored.took.as_millis()
+    );
+    Ok(())
+}
+
+async fn anonymize_command<S: Service>(
+    settings: Settings<S::Config>,
+    database: &str,
+    i_mean_it: bool,
+    salt: Option<String>,
+) -> anyhow::Result<()> {
+    let Some(declared) = &S::DATABASE else {
+        println!("{}: no database, nothing to anonymize", S::NAME);
+        return Ok(());
+    };
+    if database == configured_database(&settings)? && !i_mean_it {
+        anyhow::bail!(
+            "{database} is this service's own database: anonymize a restored copy              (`restore --into NAME`), or pass --i-mean-it"
+        );
+    }
+    use sqlx::ConnectOptions;
+    let mut conn = url_of_database(&settings, database)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to database {database}"))?;
+    let salt = salt.unwrap_or_else(crate::anonymize::random_salt);
+    let report = crate::anonymize::anonymize(&mut conn, &declared.all_personal(), &salt).await?;
+    println!("{}: anonymized database {database}: {report}", S::NAME);
     Ok(())
 }
 

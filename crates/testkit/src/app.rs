@@ -57,8 +57,38 @@ impl TestApp {
     pub async fn try_spawn_with<S: Service>(
         configure: impl FnOnce(&mut Settings<S::Config>),
     ) -> anyhow::Result<TestApp> {
+        Self::try_spawn_on::<S>(TestDb::create().await, configure).await
+    }
+
+    /// Spawns service `S` on an existing database (a restored or anonymized copy), which it
+    /// then owns (dropped with the app).
+    pub async fn spawn_on<S: Service>(
+        database: TestDb,
+        configure: impl FnOnce(&mut Settings<S::Config>),
+    ) -> TestApp {
+        Self::try_spawn_on::<S>(database, configure)
+            .await
+            .expect("service starts")
+    }
+
+    /// The database, kept, after the service stopped (its connections closed).
+    pub async fn stop(self) -> TestDb {
+        let TestApp {
+            db,
+            _shutdown,
+            _database,
+            ..
+        } = self;
+        db.close().await;
+        drop(_shutdown);
+        _database
+    }
+
+    async fn try_spawn_on<S: Service>(
+        database: TestDb,
+        configure: impl FnOnce(&mut Settings<S::Config>),
+    ) -> anyhow::Result<TestApp> {
         init_logs();
-        let database = TestDb::create().await;
         // Bound first, so the service's settings carry the port it really serves on (a service
         // that calls itself, as a provider's webhooks do, needs it).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

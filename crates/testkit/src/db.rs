@@ -20,7 +20,7 @@ impl TestDb {
     pub async fn create() -> TestDb {
         let server = PgConnectOptions::from_str(&server_url())
             .expect("HATCHERY_TEST_DATABASE_URL is a Postgres URL");
-        let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+        let name = Self::unique_name();
         let mut conn = server
             .connect()
             .await
@@ -37,6 +37,37 @@ impl TestDb {
             options: server.database(&name),
             name,
         }
+    }
+
+    /// Takes charge of an existing database of the test server (a restored copy): dropped with
+    /// the value.
+    pub fn adopt(name: &str) -> TestDb {
+        let server = PgConnectOptions::from_str(&server_url())
+            .expect("HATCHERY_TEST_DATABASE_URL is a Postgres URL");
+        TestDb {
+            options: server.database(name),
+            name: name.to_owned(),
+        }
+    }
+
+    /// A fresh unique name on the test server, for a database a test makes another way.
+    pub fn unique_name() -> String {
+        format!("test_{}", uuid::Uuid::now_v7().simple())
+    }
+
+    /// Drops the database now (its connections closed by force), keeping the name: the
+    /// "database lost" step of a restore drill.
+    pub async fn drop_now(&self) {
+        let server = self.options.clone().database("postgres");
+        let mut conn = server.connect().await.expect("connect to the server");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            kit::db::quote_identifier(&self.name)
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("drop the database");
+        conn.close().await.ok();
     }
 
     pub fn name(&self) -> &str {

@@ -8,6 +8,7 @@
 mod app;
 pub mod cli;
 mod db;
+pub mod operations;
 pub mod proxy;
 pub mod schema;
 pub mod tokens;

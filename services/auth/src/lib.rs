@@ -20,7 +20,7 @@ pub mod store;
 pub mod tickets;
 
 use anyhow::Context;
-use kit::{Database, Resources, Started, Uses};
+use kit::{Database, Personal, Replace, Resources, Started, Uses};
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -45,6 +45,21 @@ impl kit::Service for Auth {
         migrations: &MIGRATOR,
         shared: &[&identity::SCHEMA, &kit::idempotency::SCHEMA, &bus::SCHEMA],
         populate: Some(populate::load),
+        changelog: &[],
+        personal: &[
+            // No credential survives: accounts have no password (set one through a reset),
+            // sessions, links and signing keys are gone (a new key is made at start), service
+            // clients need new secrets (`auth clients`).
+            Personal::column("users", "password_hash", Replace::Null),
+            Personal::column("sessions", "ip", Replace::Ip),
+            Personal::column("sessions", "user_agent", Replace::Text),
+            Personal::clear("refresh_tokens"),
+            Personal::clear("one_time_tokens"),
+            Personal::clear("signing_keys"),
+            Personal::column("clients", "secret_hash", Replace::Secret),
+            Personal::column("audit_log", "ip", Replace::Ip),
+            Personal::column("audit_log", "detail", Replace::Json),
+        ],
     });
     const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];
 

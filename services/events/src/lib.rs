@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kit::{Database, Resources, Started, Uses};
+use kit::{Database, Personal, Replace, Resources, Started, Uses};
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -42,6 +42,10 @@ static MIGRATOR: Migrator = sqlx::migrate!();
 /// The realtime service of users' own notifications (`notifications.user_<uuid>`).
 pub const NOTIFICATIONS: &str = "notifications";
 
+/// The UUID of the attendee a check-in scanned (anonymizer).
+const CHECKIN_USER: &str = "(SELECT u.uuid FROM users u JOIN registrations r ON r.user_id = u.id \
+     WHERE r.id = checkins.registration_id)";
+
 impl kit::Service for Events {
     type Config = Config;
     type State = AppState;
@@ -54,6 +58,24 @@ impl kit::Service for Events {
         migrations: &MIGRATOR,
         shared: &[&identity::SCHEMA, &kit::idempotency::SCHEMA, &bus::SCHEMA],
         populate: Some(populate::load),
+        changelog: &[],
+        personal: &[
+            // What attendees wrote, and the secrets that admit them or pay for them.
+            Personal::column("registrations", "answers", Replace::Json),
+            Personal::column("registrations", "cancel_reason", Replace::Text),
+            Personal::column("registrations", "client_secret", Replace::Secret),
+            Personal::column("registrations", "ticket_secret", Replace::Secret),
+            // The name a scan showed at the door: the attendee's fake name.
+            Personal::column(
+                "checkins",
+                "attendee",
+                Replace::Name {
+                    user: Some(CHECKIN_USER),
+                },
+            ),
+            // Calendar feed tokens: a copy needs none.
+            Personal::clear("calendar_tokens"),
+        ],
     });
     const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];
 

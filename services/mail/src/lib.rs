@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kit::config::Environment;
-use kit::{Database, Resources, Started, Uses};
+use kit::{Database, Personal, Replace, Resources, Started, Uses};
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -44,6 +44,9 @@ pub struct Mail;
 
 static MIGRATOR: Migrator = sqlx::migrate!();
 
+/// The UUID of a message's recipient when they are a platform user (anonymizer).
+const MESSAGE_USER: &str = "(SELECT u.uuid FROM users u WHERE u.id = messages.user_id)";
+
 impl kit::Service for Mail {
     type Config = Config;
     type State = AppState;
@@ -56,6 +59,36 @@ impl kit::Service for Mail {
         migrations: &MIGRATOR,
         shared: &[&identity::SCHEMA, &kit::idempotency::SCHEMA, &bus::SCHEMA],
         populate: Some(populate::load),
+        changelog: &[],
+        personal: &[
+            // A recipient who is a platform user gets their fake address and name everywhere.
+            Personal::column(
+                "messages",
+                "to_email",
+                Replace::Email {
+                    user: Some(MESSAGE_USER),
+                },
+            ),
+            Personal::column(
+                "messages",
+                "to_name",
+                Replace::Name {
+                    user: Some(MESSAGE_USER),
+                },
+            ),
+            Personal::column("messages", "last_reply", Replace::Text),
+            Personal::column("messages", "metadata", Replace::Json),
+            Personal::column("message_events", "reply", Replace::Text),
+            Personal::column("message_events", "detail", Replace::Text),
+            Personal::column("sends", "data", Replace::Json),
+            Personal::column("sends", "headers", Replace::Json),
+            Personal::column("attachments", "filename", Replace::Text),
+            Personal::column("attachments", "content", Replace::Secret),
+            Personal::column("suppressions", "email", Replace::Email { user: None }),
+            Personal::column("suppressions", "note", Replace::Text),
+            // Admins write sample data for previews, often a real person's.
+            Personal::column("template_versions", "sample_data", Replace::Json),
+        ],
     });
     const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use kit::config::Environment;
-use kit::{Database, Resources, Settings, Started, Uses};
+use kit::{Database, Personal, Replace, Resources, Settings, Started, Uses};
 use sqlx::migrate::Migrator;
 use tokio::sync::Notify;
 use utoipa_axum::router::OpenApiRouter;
@@ -160,6 +160,26 @@ impl kit::Service for Payments {
         migrations: &MIGRATOR,
         shared: &[&identity::SCHEMA, &kit::idempotency::SCHEMA, &bus::SCHEMA],
         populate: Some(populate::load),
+        changelog: &[],
+        personal: &[
+            Personal::column("payments", "description", Replace::Text),
+            Personal::column("payments", "metadata", Replace::Json),
+            Personal::column("payments", "failure_message", Replace::Text),
+            Personal::column("payments", "client_secret", Replace::Secret),
+            Personal::column("payments", "next_action", Replace::Json),
+            Personal::column("refunds", "reason", Replace::Text),
+            Personal::column("refunds", "metadata", Replace::Json),
+            Personal::column("refunds", "failure_reason", Replace::Text),
+            // Partners' signing secrets: a copy must not sign as production does.
+            Personal::column("webhook_endpoints", "secret", Replace::Secret),
+            Personal::column("webhook_deliveries", "payload", Replace::Json),
+            Personal::column("webhook_attempts", "response_body", Replace::Text),
+            Personal::column("webhook_attempts", "error", Replace::Text),
+            Personal::column("test_provider_intents", "client_secret", Replace::Secret),
+            Personal::column("test_provider_intents", "metadata", Replace::Json),
+            Personal::column("test_provider_intents", "last_error", Replace::Json),
+            Personal::column("test_provider_refunds", "metadata", Replace::Json),
+        ],
     });
     const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];
 

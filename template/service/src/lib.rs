@@ -17,7 +17,7 @@ pub mod http;
 pub mod populate;
 pub mod store;
 
-use kit::{Database, Resources, Started, Uses};
+use kit::{Database, Personal, Replace, Resources, Started, Uses};
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -41,6 +41,11 @@ impl kit::Service for Template {
         migrations: &MIGRATOR,
         shared: &[&identity::SCHEMA, &kit::idempotency::SCHEMA, &bus::SCHEMA],
         populate: Some(populate::load),
+        changelog: kit::changelog!["0001_trim_note_titles.sql"],
+        personal: &[
+            Personal::column("notes", "title", Replace::Text),
+            Personal::column("notes", "body", Replace::Text),
+        ],
     });
     const USES: &'static [Uses] = &[Uses::Redis, Uses::RabbitMq];
 

@@ -2,4 +2,5 @@
 //! binary, so it links once.
 
 mod ci_files;
+mod migrations;
 mod new_service;

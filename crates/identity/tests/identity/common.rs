@@ -25,6 +25,8 @@ impl kit::Service for IdentityTest {
         migrations: &MIGRATOR,
         shared: &[&identity::SCHEMA],
         populate: None,
+        changelog: &[],
+        personal: &[],
     });
 
     fn routes() -> OpenApiRouter<Identity> {

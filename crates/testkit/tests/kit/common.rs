@@ -28,6 +28,8 @@ impl kit::Service for Probe {
         migrations: &MIGRATOR,
         shared: &[&kit::idempotency::SCHEMA],
         populate: Some(no_seed_data),
+        changelog: &[],
+        personal: &[],
     });
 
     fn routes() -> OpenApiRouter<()> {

@@ -2,6 +2,7 @@
 //! One test binary, so the service links once.
 
 mod common;
+mod operations;
 
 mod accounts;
 mod admin;

@@ -7,5 +7,6 @@ mod common;
 mod calendars;
 mod capacity;
 mod cli;
+mod operations;
 mod organizing;
 mod platform;

@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod events;
 mod messages;
+mod operations;
 mod readiness;
 mod suppressions;
 mod templates;

@@ -3,6 +3,7 @@
 
 mod common;
 mod localstripe;
+mod operations;
 
 mod bus;
 mod cli;

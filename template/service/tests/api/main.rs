@@ -7,5 +7,6 @@ mod cli;
 mod events;
 mod idempotency;
 mod notes;
+mod operations;
 mod readiness;
 mod shared_tables;
