@@ -213,6 +213,34 @@ mod strict {
         }
     }
 
+    /// JSON Schema's `integer` is any number without a fractional part, so `2.0` is one: an
+    /// integer field takes a float that is a whole number (exactly representable, within
+    /// ±2^53) as that integer, and refuses any other as serde_json does.
+    fn integral(value: Value) -> Value {
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        match &value {
+            Value::Number(n) if n.is_f64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                    if f >= 0.0 {
+                        Value::from(f as u64)
+                    } else {
+                        Value::from(f as i64)
+                    }
+                }
+                _ => value,
+            },
+            _ => value,
+        }
+    }
+
+    macro_rules! integers {
+        ($($method:ident)*) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+                de::Deserializer::$method(integral(self.0), visitor)
+            }
+        )*};
+    }
+
     impl<'de> de::Deserializer<'de> for Strict {
         type Error = Error;
 
@@ -281,8 +309,13 @@ mod strict {
             }
         }
 
+        integers! {
+            deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+            deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+        }
+
         forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            bool f32 f64 char str string bytes
             byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
         }
     }
@@ -470,6 +503,33 @@ mod tests {
         parse_json::<Input>(body.as_bytes())
             .unwrap_err()
             .to_problem()
+    }
+
+    #[test]
+    fn an_integer_may_be_written_as_a_whole_float_as_json_schema_allows() {
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Counts {
+            guests: i32,
+            seats: u64,
+            ratio: f64,
+        }
+        let counts: Counts =
+            parse_json(br#"{"guests": 2.0, "seats": 1e3, "ratio": 1.0}"#).expect("whole floats");
+        assert_eq!(
+            counts,
+            Counts {
+                guests: 2,
+                seats: 1000,
+                ratio: 1.0
+            }
+        );
+        for body in [
+            r#"{"guests": 2.5, "seats": 1, "ratio": 1}"#,
+            r#"{"guests": 1, "seats": -1.0, "ratio": 1}"#,
+            r#"{"guests": 1e300, "seats": 1, "ratio": 1}"#,
+        ] {
+            assert!(parse_json::<Counts>(body.as_bytes()).is_err(), "{body}");
+        }
     }
 
     #[test]

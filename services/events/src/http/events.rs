@@ -773,7 +773,7 @@ async fn publish_event(
 pub struct CancelEvent {
     /// Told to every registrant.
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(schema_with = super::reason_schema)]
     pub reason: Option<String>,
 }
 
@@ -799,17 +799,7 @@ async fn cancel_event(
 ) -> ApiResult<Json<Event>> {
     let found = visible(&state, Some(&user), id).await?;
     require_runs(&user, &found)?;
-    let reason = input
-        .reason
-        .as_deref()
-        .filter(|r| !r.trim().is_empty())
-        .map(|r| domain::line(r, 500))
-        .transpose()
-        .map_err(|why| {
-            let mut errors = FieldErrors::default();
-            errors.add("reason", why);
-            ApiError::from(errors)
-        })?;
+    let reason = super::reason(input.reason.as_deref())?;
     let changed = actions::cancel_event(&state.ctx, &found, reason.as_deref()).await?;
     state.ctx.committed(&changed);
     tracing::info!(event = %found.uuid, registrations = changed.users.len(), "event cancelled");

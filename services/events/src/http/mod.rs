@@ -71,3 +71,24 @@ pub fn require_runs(user: &CurrentUser, event: &EventRow) -> Result<(), ApiError
         ))
     }
 }
+
+/// The most characters of a cancellation's reason.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// A cancellation's reason, when one is given: one line of 1 to [`MAX_REASON_CHARS`]
+/// characters once trimmed, or a 422 naming `reason`.
+pub fn reason(input: Option<&str>) -> Result<Option<String>, ApiError> {
+    input
+        .map(|text| crate::domain::line(text, MAX_REASON_CHARS))
+        .transpose()
+        .map_err(|why| {
+            let mut errors = kit::FieldErrors::default();
+            errors.add("reason", why);
+            ApiError::from(errors)
+        })
+}
+
+/// [`reason`]'s rule, for the document.
+pub fn reason_schema() -> utoipa::openapi::Object {
+    kit::openapi::trimmed_text(MAX_REASON_CHARS, true)
+}

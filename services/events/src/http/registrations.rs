@@ -303,7 +303,7 @@ async fn get_registration(
 pub struct CancelRegistration {
     /// The organizer's reason, told to the registrant.
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(schema_with = super::reason_schema)]
     pub reason: Option<String>,
 }
 
@@ -327,21 +327,12 @@ async fn cancel_registration(
     Path(id): Path<Uuid>,
     Json(input): Json<CancelRegistration>,
 ) -> ApiResult<Json<Registration>> {
+    // Checked whoever cancels, so a request the schema refuses is refused here too.
+    let reason = super::reason(input.reason.as_deref())?;
     let row = reachable(&state, &user, id).await?;
     let by = if row.user_id == user.id {
         By::Registrant
     } else {
-        let reason = input
-            .reason
-            .as_deref()
-            .filter(|r| !r.trim().is_empty())
-            .map(|r| domain::line(r, 500))
-            .transpose()
-            .map_err(|why| {
-                let mut errors = FieldErrors::default();
-                errors.add("reason", why);
-                ApiError::from(errors)
-            })?;
         By::Organizer(reason)
     };
     let changed = actions::cancel(&state.ctx, &row, by).await?;
