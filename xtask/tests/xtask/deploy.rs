@@ -57,6 +57,7 @@ fn kubernetes_manifests_cover_every_service_and_validate() {
     // The committed manifests are what `cargo xtask k8s` generates for today's services.
     k8s::check(&root).unwrap_or_else(|e| panic!("{e:#}"));
     let found = services::discover(&root).unwrap();
+    missing_manifests_are_named(&root, &found);
     let kubectl = tool(&root, "kubectl");
     let validate = tool(&root, "kubernetes-validate");
     let scratch = std::env::temp_dir().join(format!("hatchery-k8s-{}", std::process::id()));
@@ -178,6 +179,55 @@ fn kubernetes_manifests_cover_every_service_and_validate() {
             .arg(&file));
     }
     std::fs::remove_dir_all(&scratch).ok();
+}
+
+/// A service without its manifests (a copy of the repository's manifests, one service's file
+/// removed, another's edited) fails the check, naming both files.
+fn missing_manifests_are_named(root: &Path, found: &[services::Service]) {
+    let copy = std::env::temp_dir().join(format!("hatchery-k8s-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    for file in ["Cargo.toml", "docker-compose.yml"] {
+        std::fs::copy(root.join(file), copy_path(&copy, file)).unwrap();
+    }
+    for service in found {
+        let manifest = service.dir.join("Cargo.toml");
+        std::fs::copy(
+            root.join(&manifest),
+            copy_path(&copy, manifest.to_str().unwrap()),
+        )
+        .unwrap();
+        if k8s::has_database(root, service) {
+            std::fs::create_dir_all(copy.join(&service.dir).join("migrations")).unwrap();
+        }
+    }
+    for path in k8s::render(root).unwrap().keys() {
+        std::fs::copy(root.join(path), copy_path(&copy, path.to_str().unwrap())).unwrap();
+    }
+    k8s::check(&copy).unwrap_or_else(|e| panic!("the copy: {e:#}"));
+    let services_dir = copy.join(k8s::K8S_DIR).join("base/services");
+    std::fs::remove_file(services_dir.join("mail.yaml")).unwrap();
+    let auth = services_dir.join("auth.yaml");
+    let edited = std::fs::read_to_string(&auth)
+        .unwrap()
+        .replace("/readyz", "/ready");
+    std::fs::write(&auth, edited).unwrap();
+    let error = format!("{:#}", k8s::check(&copy).unwrap_err());
+    assert!(
+        error.contains("base/services/mail.yaml is missing"),
+        "{error}"
+    );
+    assert!(
+        error.contains("base/services/auth.yaml is out of date"),
+        "{error}"
+    );
+    assert!(error.contains("cargo xtask k8s"), "{error}");
+    std::fs::remove_dir_all(&copy).ok();
+}
+
+fn copy_path(copy: &Path, relative: &str) -> PathBuf {
+    let path = copy.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    path
 }
 
 #[test]
