@@ -315,7 +315,7 @@ fn service_manifest(service: &Service, version: &str, database: bool) -> String 
         quote(size.memory_limit),
     );
     let mut manifest = format!(
-        "{HEADER}# The {name} service: port {port}, database `{name}`, settings `{prefix}__*`.
+        "{HEADER}# The {name} service: port {port}, {database_note}, settings `{prefix}__*`.
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -459,6 +459,11 @@ spec:
       stabilizationWindowSeconds: 300
 ",
         prefix = service.env_prefix(),
+        database_note = if database {
+            format!("database `{name}`")
+        } else {
+            "no database".to_string()
+        },
         replicas = size.replicas,
         max_replicas = size.max_replicas,
         pod_labels = labels.replace("\n    ", "\n        "),
