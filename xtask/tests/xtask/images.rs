@@ -1,8 +1,8 @@
 //! One service image, built by `cargo xtask images`' code with buildah, inspected, exported to
 //! an OCI layout, unpacked, and its binary run from the unpacked root filesystem (`--version`,
 //! then `check` against the local servers): the image holds everything the service needs.
-//! Reuses the binary already built (release if there is one, else the suite's debug build),
-//! so the test costs seconds; `cargo xtask images` builds them all.
+//! Reuses the binary already built (the suite's debug build, else a release one), so the test
+//! costs seconds; `cargo xtask images` builds every image from release binaries.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
