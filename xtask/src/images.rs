@@ -250,8 +250,9 @@ pub fn images(root: &Path, options: &ImageOptions) -> Result<Vec<Built>> {
     };
     validate_tag(&tag)?;
     let version = workspace_version(root)?;
-    // A release tag names the release it was built from.
-    if crate::release::validate_version(&tag).is_ok() && tag != version {
+    // A release tag (given, not the default `<version>-<sha>`) names the release it was built
+    // from.
+    if options.tag.is_some() && crate::release::validate_version(&tag).is_ok() && tag != version {
         bail!(
             "tag {tag} looks like a release but the workspace version is {version}: release with \
              `cargo xtask release {tag}` first, or build from the tag v{tag}"
