@@ -68,6 +68,8 @@ pub struct ImageOptions {
     pub build: bool,
     /// Push every image to `<registry>/<service>:<tag>` afterwards.
     pub push: Option<String>,
+    /// Export every image and run its binary from it ([`verify`]) before pushing.
+    pub check: bool,
 }
 
 impl Default for ImageOptions {
@@ -78,6 +80,7 @@ impl Default for ImageOptions {
             profile: Profile::Release,
             build: true,
             push: None,
+            check: false,
         }
     }
 }
@@ -295,6 +298,15 @@ pub fn images(root: &Path, options: &ImageOptions) -> Result<Vec<Built>> {
             size,
             took: started.elapsed(),
         });
+    }
+    if options.check {
+        for (service, image) in selected.iter().zip(&built) {
+            println!("==> check {}", image.image);
+            let report = verify(root, service, image)?;
+            for line in report.lines() {
+                println!("    {line}");
+            }
+        }
     }
     if let Some(registry) = &options.push {
         for image in &built {
@@ -618,6 +630,178 @@ fn commit_image(rootfs: &Path, service: &Service, image: &str, labels: &Labels) 
         .stderr(Stdio::null())
         .status();
     result.with_context(|| format!("building {image} failed"))
+}
+
+/// `buildah push <image> oci:<work>/oci`, then every layer unpacked in order into
+/// `<work>/rootfs` (no mount, no root needed); returns the root filesystem.
+pub fn export(image: &str, work: &Path) -> Result<PathBuf> {
+    let layout = work.join("oci");
+    let rootfs = work.join("rootfs");
+    for dir in [&layout, &rootfs] {
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+    }
+    fs::create_dir_all(&rootfs)?;
+    output(buildah().args([
+        "push",
+        "--quiet",
+        image,
+        &format!("oci:{}", layout.display()),
+    ]))?;
+    let read_json = |path: PathBuf| -> Result<serde_json::Value> {
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    let blob = |digest: &str| -> Result<PathBuf> {
+        let (algorithm, hex) = digest
+            .split_once(':')
+            .with_context(|| format!("bad digest {digest:?}"))?;
+        Ok(layout.join("blobs").join(algorithm).join(hex))
+    };
+    let index = read_json(layout.join("index.json"))?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .context("the OCI index names no manifest")?;
+    let manifest = read_json(blob(manifest_digest)?)?;
+    for layer in manifest["layers"]
+        .as_array()
+        .context("the manifest has no layers")?
+    {
+        let digest = layer["digest"].as_str().context("a layer without digest")?;
+        output(
+            Command::new("tar")
+                .args(["--extract", "--no-same-owner", "--file"])
+                .arg(blob(digest)?)
+                .arg("--directory")
+                .arg(&rootfs),
+        )?;
+    }
+    Ok(rootfs)
+}
+
+/// Run `/usr/local/bin/<service> <args>` from an unpacked image with only `env`: chrooted as
+/// the image's user when we are root; otherwise through the image's own dynamic loader, after
+/// checking that every library resolves inside the image.
+pub fn run_inside(
+    rootfs: &Path,
+    service: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<std::process::Output> {
+    let binary = format!("{BIN_DIR}/{service}");
+    let mut command = if util::is_root() {
+        // An absolute path: the child's environment is cleared, PATH included.
+        let chroot = util::which("chroot").context("chroot (coreutils) is missing")?;
+        let mut command = Command::new(chroot);
+        command
+            .arg(format!("--userspec={USER_ID}:{USER_ID}"))
+            .arg(rootfs)
+            .arg(&binary);
+        command
+    } else {
+        let loader = rootfs.join("lib64/ld-linux-x86-64.so.2");
+        let library_path = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64"]
+            .map(|dir| rootfs.join(dir).display().to_string())
+            .join(":");
+        let inside = rootfs.join(binary.trim_start_matches('/'));
+        let listing = output(
+            Command::new(&loader)
+                .args(["--list", "--library-path", &library_path])
+                .arg(&inside),
+        )?;
+        let root_text = rootfs.display().to_string();
+        if let Some(line) = listing
+            .lines()
+            .find(|line| line.contains("=>") && !line.contains(&root_text))
+        {
+            bail!("a library is not in the image: {}", line.trim());
+        }
+        let mut command = Command::new(loader);
+        command.args(["--library-path", &library_path]).arg(inside);
+        command
+    };
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .current_dir(rootfs)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {binary} from {}", rootfs.display()))
+}
+
+/// Settings pointing a service at the local Postgres (its `postgres` database, which exists
+/// everywhere), Redis and RabbitMQ, for `check`.
+pub fn local_settings(service: &Service) -> Vec<(String, String)> {
+    vec![
+        (
+            service.env("DATABASE__URL"),
+            "postgres://postgres@127.0.0.1:5432/postgres".to_string(),
+        ),
+        (
+            service.env("REDIS__URL"),
+            "redis://127.0.0.1:6379".to_string(),
+        ),
+        (
+            service.env("AMQP__URL"),
+            "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+        ),
+    ]
+}
+
+/// Export `built`'s image and prove it holds what its service needs: the files (binary,
+/// loader, certificates, time zones, users, no shell), `--version` printing the workspace
+/// version, and `check` passing against the local servers. Returns `check`'s output.
+pub fn verify(root: &Path, service: &Service, built: &Built) -> Result<String> {
+    let work = util::target_dir(root)
+        .join("images")
+        .join(&service.name)
+        .join("verify");
+    let rootfs = export(&built.image, &work)?;
+    let mut problems = Vec::new();
+    for path in [
+        format!("usr/local/bin/{}", service.name),
+        "lib64/ld-linux-x86-64.so.2".to_string(),
+        "etc/ssl/certs/ca-certificates.crt".to_string(),
+        "usr/share/zoneinfo/UTC".to_string(),
+        "etc/passwd".to_string(),
+    ] {
+        if !rootfs.join(&path).exists() {
+            problems.push(format!("{path} is missing"));
+        }
+    }
+    for shell in ["bin/sh", "bin/bash", "usr/bin/sh", "bin/busybox"] {
+        if rootfs.join(shell).exists() {
+            problems.push(format!("{shell} is in the image"));
+        }
+    }
+    let version = workspace_version(root)?;
+    let out = run_inside(&rootfs, &service.name, &["--version"], &[])?;
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || printed != format!("{} {version}", service.name) {
+        problems.push(format!(
+            "`--version` printed {printed:?} ({}): {}",
+            util::describe_status(out.status),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let out = run_inside(&rootfs, &service.name, &["check"], &local_settings(service))?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        problems.push(format!("`check` failed:\n{report}"));
+    }
+    let _ = fs::remove_dir_all(&work);
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        bail!("{}:\n  - {}", built.image, problems.join("\n  - "))
+    }
 }
 
 /// The names (`hatchery/<service>:<tag>`) of images present in buildah's storage for `tag`.

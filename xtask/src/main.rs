@@ -87,6 +87,10 @@ enum Cmd {
         /// Push every image to <REGISTRY>/<service>:<tag> afterwards (buildah push).
         #[arg(long, value_name = "REGISTRY")]
         push: Option<String>,
+        /// Export every image and run its binary from it: `--version`, and `check` against
+        /// the local Postgres, Redis and RabbitMQ.
+        #[arg(long)]
+        check: bool,
     },
     /// Release X.Y.Z: bump the workspace version and Cargo.lock, regenerate deploy/k8s, commit,
     /// tag vX.Y.Z, and build every service's image tagged X.Y.Z.
@@ -201,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             services,
             no_build,
             push,
+            check,
         } => {
             let started = std::time::Instant::now();
             let built = images::images(
@@ -210,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     only: services,
                     build: !no_build,
                     push,
+                    check,
                     ..images::ImageOptions::default()
                 },
             )?;

@@ -4,8 +4,8 @@
 //! Reuses the binary already built (the suite's debug build, else a release one), so the test
 //! costs seconds; `cargo xtask images` builds every image from release binaries.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 
 use serde_json::Value;
 use xtask::images::{self, ImageOptions, Profile, buildah, output};
@@ -36,93 +36,6 @@ impl Drop for Cleanup {
     }
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn blob(layout: &Path, digest: &str) -> PathBuf {
-    let (algorithm, hex) = digest.split_once(':').unwrap();
-    layout.join("blobs").join(algorithm).join(hex)
-}
-
-/// `buildah push <image> oci:<dir>`, then every layer unpacked into `rootfs`, in order.
-fn export(image: &str, work: &Path) -> PathBuf {
-    let layout = work.join("oci");
-    let rootfs = work.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    output(buildah().args([
-        "push",
-        "--quiet",
-        image,
-        &format!("oci:{}", layout.display()),
-    ]))
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let index = read_json(&layout.join("index.json"));
-    let manifest = read_json(&blob(
-        &layout,
-        index["manifests"][0]["digest"].as_str().unwrap(),
-    ));
-    for layer in manifest["layers"].as_array().unwrap() {
-        let path = blob(&layout, layer["digest"].as_str().unwrap());
-        output(
-            Command::new("tar")
-                .args(["--extract", "--no-same-owner", "--file"])
-                .arg(&path)
-                .arg("--directory")
-                .arg(&rootfs),
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    rootfs
-}
-
-/// The binary inside `rootfs`, run with only the image's files: chrooted as the image's user
-/// when we are root, else through the image's own dynamic loader after checking that every
-/// library resolves inside the image.
-fn run_inside(rootfs: &Path, args: &[&str], env: &[(String, String)]) -> std::process::Output {
-    let binary = format!("/usr/local/bin/{SERVICE}");
-    let mut command = if xtask::util::is_root() {
-        // An absolute path: the child's environment is cleared, PATH included.
-        let chroot = xtask::util::which("chroot").expect("chroot (coreutils)");
-        let mut command = Command::new(chroot);
-        command
-            .arg(format!("--userspec={0}:{0}", images::USER_ID))
-            .arg(rootfs)
-            .arg(&binary);
-        command
-    } else {
-        let loader = rootfs.join("lib64/ld-linux-x86-64.so.2");
-        let library_path = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64"]
-            .map(|dir| rootfs.join(dir).display().to_string())
-            .join(":");
-        let listing = output(
-            Command::new(&loader)
-                .args(["--list", "--library-path", &library_path])
-                .arg(rootfs.join(binary.trim_start_matches('/'))),
-        )
-        .unwrap();
-        for line in listing.lines().filter(|line| line.contains("=>")) {
-            assert!(
-                line.contains(&rootfs.display().to_string()),
-                "a library is not in the image: {line}"
-            );
-        }
-        let mut command = Command::new(loader);
-        command
-            .args(["--library-path", &library_path])
-            .arg(rootfs.join(binary.trim_start_matches('/')));
-        command
-    };
-    command
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .current_dir(rootfs)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn service_image_runs_its_binary_from_the_exported_filesystem() {
     let root = root();
@@ -149,6 +62,7 @@ fn service_image_runs_its_binary_from_the_exported_filesystem() {
             profile,
             build,
             push: None,
+            check: false,
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
@@ -188,7 +102,7 @@ fn service_image_runs_its_binary_from_the_exported_filesystem() {
 
     // The files: the binary and its libraries, certificates, time zones, seed data, users; no
     // shell.
-    let rootfs = export(image, &work);
+    let rootfs = images::export(image, &work).unwrap_or_else(|e| panic!("{e:#}"));
     for path in [
         "usr/local/bin/template",
         "usr/local/bin/service",
@@ -215,7 +129,7 @@ fn service_image_runs_its_binary_from_the_exported_filesystem() {
     );
 
     // The binary runs from it.
-    let out = run_inside(&rootfs, &["--version"], &[]);
+    let out = images::run_inside(&rootfs, SERVICE, &["--version"], &[]).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "--version: {out:?}");
     assert_eq!(stdout.trim(), format!("{SERVICE} {version}"));
@@ -233,7 +147,13 @@ fn service_image_runs_its_binary_from_the_exported_filesystem() {
             ),
         ]
     };
-    let out = run_inside(&rootfs, &["check"], &settings("redis://127.0.0.1:6379"));
+    let out = images::run_inside(
+        &rootfs,
+        SERVICE,
+        &["check"],
+        &settings("redis://127.0.0.1:6379"),
+    )
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -249,7 +169,13 @@ fn service_image_runs_its_binary_from_the_exported_filesystem() {
         );
     }
     // And `check` does look: a server that is not there fails it.
-    let out = run_inside(&rootfs, &["check"], &settings("redis://127.0.0.1:1"));
+    let out = images::run_inside(
+        &rootfs,
+        SERVICE,
+        &["check"],
+        &settings("redis://127.0.0.1:1"),
+    )
+    .unwrap();
     assert!(!out.status.success(), "check passed without Redis");
     assert!(String::from_utf8_lossy(&out.stdout).contains("DOWN"));
 }
