@@ -38,7 +38,7 @@ pub fn check_compose(root: &Path, services: &[Service]) -> Result<()> {
     for infra in INFRA_SERVICES.iter().chain(&["mailpit"]) {
         match parsed.services.get(*infra) {
             None => problems.push(format!("no `{infra}` service")),
-            Some(block) if block.healthcheck.is_none() && *infra != "mailpit" => {
+            Some(block) if block.healthcheck.is_none() => {
                 problems.push(format!("`{infra}` has no healthcheck"));
             }
             Some(_) => {}
@@ -60,6 +60,16 @@ pub fn check_compose(root: &Path, services: &[Service]) -> Result<()> {
                     problems.push(format!("`{name}` lacks build arg SERVICE={name}"));
                 }
             }
+        }
+        let image_prefix = format!("{}/{name}:", crate::images::IMAGE_PREFIX);
+        if !block
+            .image
+            .as_deref()
+            .is_some_and(|image| image.starts_with(&image_prefix))
+        {
+            problems.push(format!(
+                "`{name}` does not name its image {image_prefix}${{HATCHERY_TAG:-dev}}"
+            ));
         }
         let port = service.port.to_string();
         let published = block
@@ -102,7 +112,29 @@ pub fn check_compose(root: &Path, services: &[Service]) -> Result<()> {
                 "`{name}` database URL {url} does not name database `{name}`"
             ));
         }
+        match env.get(&service.env("POPULATE__SCENARIO")) {
+            Some(scenario) if scenario == "demo" => {}
+            _ => problems.push(format!(
+                "`{name}` does not load the demo scenario ({}=demo)",
+                service.env("POPULATE__SCENARIO")
+            )),
+        }
         let depends = block.depends_on.to_map();
+        // Tokens are verified with auth's keys: every other service waits for auth.
+        let auth_exists = services.iter().any(|s| s.name == AUTH_SERVICE);
+        if auth_exists && name != AUTH_SERVICE {
+            if depends.get(AUTH_SERVICE).map(String::as_str) != Some("service_healthy") {
+                problems.push(format!(
+                    "`{name}` does not depend on {AUTH_SERVICE} with condition service_healthy"
+                ));
+            }
+            if !env.contains_key(&service.env("AUTH__JWKS_URL")) {
+                problems.push(format!(
+                    "`{name}` does not set {} (auth's keys)",
+                    service.env("AUTH__JWKS_URL")
+                ));
+            }
+        }
         for infra in INFRA_SERVICES {
             match depends.get(infra).map(String::as_str) {
                 Some("service_healthy") => {}
@@ -128,6 +160,9 @@ pub fn check_compose(root: &Path, services: &[Service]) -> Result<()> {
     }
     fail_if_any(&format!("{COMPOSE_FILE} is out of date"), problems)
 }
+
+/// The service whose keys verify every other service's tokens.
+pub const AUTH_SERVICE: &str = "auth";
 
 /// The names listed in `ci/services.txt` (blank lines and `#` comments skipped).
 pub fn read_services_txt(root: &Path) -> Result<Vec<String>> {
@@ -321,6 +356,7 @@ pub fn check_all(root: &Path) -> Result<()> {
         check_services_txt(root, &services),
         check_dockerfile(root),
         check_shared_tables(root, &services),
+        crate::k8s::check(root),
     ];
     let errors: Vec<String> = results
         .into_iter()

@@ -117,7 +117,7 @@ impl NewService {
             ),
             (
                 format!(
-                    "git add services/{name} {POPULATOR_DIR} {SERVICES_TXT} {COMPOSE_FILE} Cargo.toml Cargo.lock"
+                    "git add services/{name} {POPULATOR_DIR} {SERVICES_TXT} {COMPOSE_FILE} deploy/k8s Cargo.toml Cargo.lock"
                 ),
                 String::new(),
             ),
@@ -253,6 +253,8 @@ pub fn new_service(root: &Path, name: &str, port: Option<u16>) -> Result<NewServ
         write(&services_txt_path, &text)?;
         updated.push(PathBuf::from(SERVICES_TXT));
     }
+    // Its Kubernetes manifests (deploy/k8s), generated like everyone else's.
+    updated.extend(crate::k8s::write(root)?);
 
     Ok(NewService {
         name: name.to_string(),

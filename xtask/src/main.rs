@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use xtask::{
-    bench, contract, generator, infra, migrations, operations, python, services, testing, up, util,
+    bench, contract, generator, images, infra, k8s, migrations, operations, python, release,
+    services, testing, up, util,
 };
 
 #[derive(Parser)]
@@ -113,6 +114,41 @@ enum Cmd {
         /// HTTP port (default: one above the highest port in use).
         #[arg(long)]
         port: Option<u16>,
+    },
+    /// Build one OCI image per service (buildah, no daemon): release binaries on a minimal
+    /// root filesystem, all with the same tag; prints each image's size and the build time.
+    Images {
+        /// Tag of every image (default: <version>-<short git revision>).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only this service (repeatable; default: all).
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+        /// Use the binaries already in target/release instead of running `cargo build`.
+        #[arg(long)]
+        no_build: bool,
+        /// Push every image to <REGISTRY>/<service>:<tag> afterwards (buildah push).
+        #[arg(long, value_name = "REGISTRY")]
+        push: Option<String>,
+        /// Export every image and run its binary from it: `--version`, and `check` against
+        /// the local Postgres, Redis and RabbitMQ.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Release X.Y.Z: bump the workspace version and Cargo.lock, regenerate deploy/k8s, commit,
+    /// tag vX.Y.Z, and build every service's image tagged X.Y.Z.
+    Release {
+        /// The new version, e.g. 0.2.0.
+        version: String,
+        /// Stop after the tag (the release workflow builds the images).
+        #[arg(long)]
+        no_images: bool,
+    },
+    /// Generate deploy/k8s's per-service manifests from the discovered services.
+    K8s {
+        /// Only check that the committed files are up to date.
+        #[arg(long)]
+        check: bool,
     },
     /// Benchmark a service (start-to-ready, idle RSS), the test `suite`, or a component:
     /// `bus`, `identity`, `auth`, `broker`, `mail`, `payments`, `events` (release builds printing their own numbers).
@@ -224,6 +260,33 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", done.summary());
             Ok(0)
         }
+        Cmd::Images {
+            tag,
+            services,
+            no_build,
+            push,
+            check,
+        } => {
+            let started = std::time::Instant::now();
+            let built = images::images(
+                &root,
+                &images::ImageOptions {
+                    tag,
+                    only: services,
+                    build: !no_build,
+                    push,
+                    check,
+                    ..images::ImageOptions::default()
+                },
+            )?;
+            print!("{}", images::summary(&built, started.elapsed()));
+            Ok(0)
+        }
+        Cmd::Release { version, no_images } => {
+            release::release(&root, &version, !no_images)?;
+            Ok(0)
+        }
+        Cmd::K8s { check } => k8s::command(&root, check),
         Cmd::Bench {
             target,
             runs,

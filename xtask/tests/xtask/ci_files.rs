@@ -25,6 +25,27 @@ fn compose_has_a_complete_block_per_service() {
     let root = root();
     let found = services::discover(&root).unwrap();
     checks::check_compose(&root, &found).unwrap_or_else(|e| panic!("{e:#}"));
+    // Where Docker Compose exists, it agrees the file is valid.
+    let compose = std::process::Command::new("docker")
+        .args(["compose", "version"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    if compose.is_ok_and(|out| out.status.success()) {
+        let out = std::process::Command::new("docker")
+            .args(["compose", "--file"])
+            .arg(root.join("docker-compose.yml"))
+            .args(["config", "--quiet"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker compose config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        println!("docker compose is not installed: `docker compose config` not run");
+    }
 }
 
 #[test]
@@ -74,7 +95,11 @@ fn the_checks_catch_a_broken_compose_file() {
     let broken = compose
         .replace("\"8005:8005\"", "\"9999:8005\"")
         .replace("SERVICE: template", "SERVICE: other")
-        .replace("TEMPLATE__REDIS__URL", "REDIS_URL");
+        .replace("TEMPLATE__REDIS__URL", "REDIS_URL")
+        .replace(
+            "TEMPLATE__POPULATE__SCENARIO=demo",
+            "TEMPLATE__POPULATE__SCENARIO=other",
+        );
     std::fs::write(dir.join("docker-compose.yml"), broken).unwrap();
     let error = format!("{:#}", checks::check_compose(&dir, &found).unwrap_err());
     for expected in [
@@ -82,6 +107,7 @@ fn the_checks_catch_a_broken_compose_file() {
         "SERVICE=template",
         "REDIS_URL",
         "TEMPLATE__REDIS__URL",
+        "demo scenario",
     ] {
         assert!(
             error.contains(expected),
