@@ -434,7 +434,9 @@ pub async fn expire_holds(ctx: &Ctx, cutoff: DateTime<Utc>, batch: i64) -> anyho
     Ok(expired)
 }
 
-/// The expiry task: every `poll`, holds whose time (plus `grace`) is up release their seats.
+/// The expiry task: every `poll`, holds whose time (plus `grace`) is up release their seats,
+/// and published events that have ended become `completed` (check-in still works; they take
+/// no registrations and no edits).
 pub async fn run_expiry(
     ctx: Ctx,
     poll: std::time::Duration,
@@ -449,6 +451,16 @@ pub async fn run_expiry(
         }
         if let Err(err) = expire_holds(&ctx, Utc::now() - grace, 100).await {
             tracing::warn!(error = %err, "expiring holds failed; trying again");
+        }
+        match event_store::complete_ended(&ctx.db, Utc::now()).await {
+            Ok(completed) => {
+                for event in completed {
+                    tracing::info!(%event, "event ended: completed");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "completing ended events failed; trying again")
+            }
         }
     }
 }

@@ -283,6 +283,21 @@ pub async fn add_taken(
     Ok(())
 }
 
+/// Marks published events that have ended as `completed`; their ids.
+pub async fn complete_ended(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE events SET status = 'completed', updated_at = now()
+         WHERE status = 'published' AND ends_at <= $1
+         RETURNING uuid",
+    )
+    .bind(now)
+    .fetch_all(db)
+    .await
+}
+
 pub async fn set_status(
     db: &mut PgConnection,
     id: i64,

@@ -267,6 +267,52 @@ async fn an_event_from_draft_to_cancellation_with_tickets_checkins_and_calendars
     let second = register(&app, &cleo(), &curated, json!({})).await;
     assert_eq!(decide(second, "reject").await["status"], "rejected");
 
+    // An event that ends becomes `completed`: no more edits or registrations, while the
+    // people at the door can still be checked in.
+    let now = chrono::Utc::now();
+    let ending = published_event(
+        &app,
+        &ada(),
+        json!({"title": "Late talk", "capacity": 5,
+            "starts_at": (now - chrono::Duration::hours(1)).to_rfc3339(),
+            "ends_at": (now + chrono::Duration::seconds(2)).to_rfc3339()}),
+    )
+    .await;
+    let ending = ending["id"].as_str().unwrap().to_owned();
+    let attendee = register(&app, &bob(), &ending, json!({})).await;
+    assert_eq!(attendee["status"], "confirmed");
+    let path = format!("/events/{ending}");
+    testkit::eventually(
+        "the ended event completed",
+        std::time::Duration::from_secs(15),
+        || async { (get(&app, &ada(), &path).await["status"] == "completed").then_some(()) },
+    )
+    .await;
+    let edit = app
+        .with_token(&ada())
+        .patch_json(&format!("{API}{path}"), &json!({"title": "Later talk"}))
+        .await;
+    assert_eq!(problem(edit, StatusCode::CONFLICT).await, "event_closed");
+    let late = post(&app, &cleo(), &format!("{path}/registrations"), &json!({})).await;
+    assert_eq!(
+        problem(late, StatusCode::CONFLICT).await,
+        "registration_closed"
+    );
+    let ticket = get(
+        &app,
+        &bob(),
+        &format!("/registrations/{}/ticket", attendee["id"].as_str().unwrap()),
+    )
+    .await;
+    let door = post(
+        &app,
+        &ada(),
+        &format!("{path}/checkins"),
+        &json!({"secret": ticket["secret"], "nonce": "after-the-end", "type": "entry"}),
+    )
+    .await;
+    assert_eq!(json::<Value>(door).await["result"], "ok");
+
     // The tables shared with every service are their crates' definitions, not copies.
     testkit::schema::assert_shared_tables_in::<events::Events>(&app.db, &[]).await;
 }
