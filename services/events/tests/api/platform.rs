@@ -25,7 +25,7 @@ use testkit::{TestApp, json, tokens};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::common::{get, post, published_event, redis_url, register, spawn, until_status};
+use crate::common::{BOB, get, post, published_event, redis_url, register, spawn, until_status};
 
 const AUTH: &str = "/api/auth/v1";
 const PAYMENTS: &str = "/api/payments/v1/payments";
@@ -102,6 +102,13 @@ async fn spawn_broker(prefix: &str) -> TestApp {
             ServiceConfig {
                 require_authentication: false,
                 authorization: Some("public".into()),
+                ..ServiceConfig::default()
+            },
+        );
+        settings.app.services.insert(
+            "notifications".into(),
+            ServiceConfig {
+                authorization: Some("owner".into()),
                 ..ServiceConfig::default()
             },
         );
@@ -245,6 +252,56 @@ async fn paid_seats_from_registration_to_the_door_with_payments_mail_and_the_bro
         }
     };
 
+    // Bob's own notifications: only he may subscribe to them (the broker checks the token's
+    // subject against the topic's user).
+    let (mut bobs_ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .expect("websocket");
+    let bob_uuid = Uuid::parse_str(BOB).unwrap();
+    for request in [
+        json!({"event": "auth", "method": "jwt", "token": tokens::user(bob_uuid).mint()}),
+        json!({"event": "subscribe", "subscription": format!("notifications.user_{BOB}")}),
+    ] {
+        bobs_ws
+            .send(Message::text(request.to_string()))
+            .await
+            .unwrap();
+    }
+    let bob_heard = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let bob_listener = {
+        let bob_heard = bob_heard.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = bobs_ws.next().await {
+                let Message::Text(text) = frame else { continue };
+                let message: Value = serde_json::from_str(text.as_str()).unwrap_or_default();
+                if message["event"] == "auth" || message["event"] == "subscribe" {
+                    assert_eq!(message["status"], "ok", "{message}");
+                }
+                bob_heard.lock().unwrap().push(message);
+            }
+        })
+    };
+    let bob_told = |status: &'static str| {
+        let bob_heard = bob_heard.clone();
+        async move {
+            testkit::eventually(
+                &format!("Bob's websocket to hear his registration is {status}"),
+                WAIT,
+                || async {
+                    bob_heard
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|m| {
+                            m["data"]["type"] == "registration" && m["data"]["status"] == status
+                        })
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    };
+
     // Bob registers: his seat is held and he pays it; the payment confirms it.
     let bobs = register(&events, &bob, &id, json!({})).await;
     assert_eq!(bobs["status"], "pending_payment", "{bobs}");
@@ -257,6 +314,9 @@ async fn paid_seats_from_registration_to_the_door_with_payments_mail_and_the_bro
     );
     let bob_registration = bobs["id"].as_str().unwrap().to_owned();
     until_status(&events, &bob, &bob_registration, "confirmed").await;
+    bob_told("pending_payment").await;
+    bob_told("confirmed").await;
+    bob_listener.abort();
     let confirmation = mail_to(&sink, "bob@hatchery.test", "You're in: Paid workshop").await;
     let ticket = get(
         &events,
