@@ -296,7 +296,16 @@ fn check_service(
         Verdict::Failed(format!("openapi-spec-validator: {}", document.display()))
     };
     let extra: Vec<&str> = if service.name == "auth" {
-        vec!["--exclude-path", LOGOUT_PATH]
+        // Deleting an account is a soft delete that an admin can read and restore (docs/auth.md),
+        // so a read after a DELETE answers 200 by design. `xtask/contract/auth.toml` turns
+        // `use_after_free` off, but schemathesis 4.32's stateful phase still ran it once here
+        // (a DELETE, a restore, then a GET): the command line turns it off for every phase.
+        vec![
+            "--exclude-path",
+            LOGOUT_PATH,
+            "--exclude-checks",
+            "use_after_free",
+        ]
     } else {
         Vec::new()
     };
