@@ -68,7 +68,14 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut last_expiry: Option<Instant> = None;
         loop {
-            let sent = match self.round().await {
+            // A round waits on partners (up to `timeout` each): shutdown does not wait for it.
+            // What it leaves unrecorded is leased, so it is sent again once the lease is over
+            // (webhooks are at least once; partners dedupe by `hatchery-event-id`).
+            let round = tokio::select! {
+                () = shutdown.cancelled() => return,
+                round = self.round() => round,
+            };
+            let sent = match round {
                 Ok(sent) => sent,
                 Err(err) => {
                     tracing::warn!(error = %err, "partner webhooks: cannot read due deliveries");
