@@ -50,7 +50,9 @@ use tokio_util::sync::CancellationToken;
 pub use connection::{BusCheck, Status};
 pub use consumer::{Consumer, ConsumerConfig, Consumers, Received, Tx};
 pub use envelope::CloudEvent;
-pub use outbox::{Relay, RelayConfig, enqueue, enqueue_all, enqueue_as};
+pub use outbox::{
+    Relay, RelayConfig, Serialized, enqueue, enqueue_all, enqueue_as, enqueue_serialized,
+};
 pub use topology::Topology;
 
 /// The `outbox` and `inbox` tables, defined once for every service.

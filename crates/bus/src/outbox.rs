@@ -63,14 +63,43 @@ async fn enqueue_envelope<E: Event>(
     tx: &mut Transaction<'_, Postgres>,
     envelope: &CloudEvent<&E>,
 ) -> Result<Uuid, sqlx::Error> {
-    let json = serde_json::to_string(envelope).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    let serialized = Serialized::new(envelope).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    enqueue_serialized(tx, &serialized).await?;
+    Ok(envelope.id)
+}
+
+/// An event's envelope as the outbox keeps it, for a service that writes it in a statement of
+/// its own: `INSERT INTO outbox (event_id, event_type, envelope) VALUES (id, event_type,
+/// json::json)`, published once that statement's transaction commits.
+#[derive(Debug, Clone)]
+pub struct Serialized {
+    pub id: Uuid,
+    pub event_type: String,
+    pub json: String,
+}
+
+impl Serialized {
+    pub fn new<D: serde::Serialize>(envelope: &CloudEvent<D>) -> serde_json::Result<Serialized> {
+        Ok(Serialized {
+            id: envelope.id,
+            event_type: envelope.event_type.clone(),
+            json: serde_json::to_string(envelope)?,
+        })
+    }
+}
+
+/// Writes a serialized envelope to the outbox inside `tx`.
+pub async fn enqueue_serialized(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Serialized,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (event_id, event_type, envelope) VALUES ($1, $2, $3::json)")
-        .bind(envelope.id)
-        .bind(&envelope.event_type)
-        .bind(json)
+        .bind(event.id)
+        .bind(&event.event_type)
+        .bind(&event.json)
         .execute(&mut **tx)
         .await?;
-    Ok(envelope.id)
+    Ok(())
 }
 
 /// Writes several events in one statement inside `tx` (a batch of outcomes, a fan-out): the

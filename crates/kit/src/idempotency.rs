@@ -65,6 +65,94 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.key
     }
+
+    /// The key as stored for `scope`: what [`Idempotent::claim`] looks up and [`complete`]
+    /// stores under.
+    pub fn scoped(&self, scope: &str) -> String {
+        format!("{scope}\u{1f}{}", self.key)
+    }
+
+    /// The answer to a request whose key already has `stored`: the first response again, or
+    /// 422 `idempotency_key_reused` when the key came with another request.
+    pub fn answer(&self, stored: Stored) -> Result<Response, ApiError> {
+        if stored.fingerprint != self.fingerprint {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request.",
+            ));
+        }
+        Ok(replay(stored.status, &stored.headers, stored.body))
+    }
+}
+
+/// A stored response, as a service's own statement may read it
+/// (`SELECT fingerprint, status, headers, body FROM idempotency WHERE key = ... AND
+/// created_at > now() - make_interval(hours => RETENTION_HOURS)`), to answer a retry without a
+/// transaction of its own.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub fingerprint: Vec<u8>,
+    pub status: i16,
+    pub headers: serde_json::Value,
+    pub body: Vec<u8>,
+}
+
+/// A response ready to be stored by a service's own statement (one that writes its business
+/// rows and the `idempotency` row together, with [`UPSERT`]'s conflict clause), and sent once
+/// that has committed.
+pub struct Storable {
+    /// The scoped key.
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+    pub status: i16,
+    /// The replayed headers.
+    pub headers: serde_json::Value,
+    pub body: Bytes,
+    parts: http::response::Parts,
+}
+
+/// The conflict clause of an `INSERT INTO idempotency (key, fingerprint, status, headers, body,
+/// created_at)`: a key stored meanwhile (a concurrent retry that finished first) takes this
+/// response, which says the same.
+pub const UPSERT: &str = "ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+     status = EXCLUDED.status, headers = EXCLUDED.headers, body = EXCLUDED.body, \
+     created_at = EXCLUDED.created_at";
+
+impl Storable {
+    /// Buffers `response` to store it under `key` scoped to `scope`.
+    pub async fn new(
+        key: &IdempotencyKey,
+        scope: &str,
+        response: Response,
+    ) -> Result<Storable, ApiError> {
+        Storable::buffer(key.scoped(scope), key.fingerprint.clone(), response).await
+    }
+
+    async fn buffer(
+        key: String,
+        fingerprint: Vec<u8>,
+        response: Response,
+    ) -> Result<Storable, ApiError> {
+        let (parts, body) = response.into_parts();
+        let body: Bytes = body
+            .collect()
+            .await
+            .map_err(|err| ApiError::internal(anyhow::anyhow!("buffering the response: {err}")))?
+            .to_bytes();
+        Ok(Storable {
+            key,
+            fingerprint,
+            status: parts.status.as_u16() as i16,
+            headers: replayed_headers(&parts.headers),
+            body,
+            parts,
+        })
+    }
+
+    /// The response to send, once the row is stored.
+    pub fn into_response(self) -> Response {
+        Response::from_parts(self.parts, Body::from(self.body))
+    }
 }
 
 /// A JSON body plus the optional `Idempotency-Key` header it came with.
@@ -145,7 +233,7 @@ impl<T> Idempotent<T> {
                 key: None,
             });
         };
-        key.key = format!("{scope}\u{1f}{}", key.key);
+        key.key = key.scoped(scope);
         let locked: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(&key.key)
@@ -171,13 +259,14 @@ impl<T> Idempotent<T> {
                 body: self.body,
                 key: Some(key),
             }),
-            Some((fingerprint, _, _, _)) if fingerprint != key.fingerprint => {
-                Err(ApiError::unprocessable(
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was used with a different request.",
-                ))
-            }
-            Some((_, status, headers, body)) => Ok(Claim::Replay(replay(status, &headers, body))),
+            Some((fingerprint, status, headers, body)) => key
+                .answer(Stored {
+                    fingerprint,
+                    status,
+                    headers,
+                    body,
+                })
+                .map(Claim::Replay),
         }
     }
 }
@@ -215,27 +304,23 @@ pub async fn complete(
         tx.commit().await?;
         return Ok(response);
     };
-    let (parts, body) = response.into_parts();
-    let bytes: Bytes = body
-        .collect()
-        .await
-        .map_err(|err| ApiError::internal(anyhow::anyhow!("buffering the response: {err}")))?
-        .to_bytes();
-    sqlx::query(
-        "INSERT INTO idempotency (key, fingerprint, status, headers, body, created_at)
-         VALUES ($1, $2, $3, $4, $5, now())
-         ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
-             headers = EXCLUDED.headers, body = EXCLUDED.body, created_at = EXCLUDED.created_at",
-    )
-    .bind(&key.key)
-    .bind(&key.fingerprint)
-    .bind(parts.status.as_u16() as i16)
-    .bind(replayed_headers(&parts.headers))
-    .bind(bytes.as_ref())
-    .execute(&mut *tx)
-    .await?;
+    let stored = Storable::buffer(key.key.clone(), key.fingerprint.clone(), response).await?;
+    static STORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO idempotency (key, fingerprint, status, headers, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, now()) {UPSERT}"
+        )
+    });
+    sqlx::query(sqlx::AssertSqlSafe(STORE.as_str()))
+        .bind(&stored.key)
+        .bind(&stored.fingerprint)
+        .bind(stored.status)
+        .bind(&stored.headers)
+        .bind(stored.body.as_ref())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    Ok(stored.into_response())
 }
 
 fn replayed_headers(headers: &HeaderMap) -> serde_json::Value {

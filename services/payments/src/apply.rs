@@ -116,25 +116,50 @@ fn push(row: &PaymentRow) -> Push {
     }
 }
 
-/// Writes `event` to the outbox and queues it for every partner endpoint that takes it.
+/// An event about a payment or refund, ready for the outbox and for partner deliveries.
+pub struct Announcement {
+    pub outbox: bus::Serialized,
+    /// What partners receive.
+    pub payload: Value,
+}
+
+fn announcement<E: Event>(event: &E, ctx: &Context) -> sqlx::Result<Announcement> {
+    let envelope = bus::CloudEvent::new(event, ctx.actor);
+    let outbox =
+        bus::Serialized::new(&envelope).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    let payload = json!({
+        "id": envelope.id,
+        "type": E::TYPE,
+        "created": Utc::now(),
+        "data": event,
+    });
+    Ok(Announcement { outbox, payload })
+}
+
+/// Writes `announcement` to the outbox and queues it for every partner endpoint that takes it.
+async fn announce_written(
+    tx: &mut Tx,
+    announcement: &Announcement,
+    effects: &mut Effects,
+) -> sqlx::Result<()> {
+    bus::enqueue_serialized(tx, &announcement.outbox).await?;
+    effects.deliveries += webhooks::queue_deliveries(
+        tx,
+        announcement.outbox.id,
+        &announcement.outbox.event_type,
+        &announcement.payload,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn announce<E: Event>(
     tx: &mut Tx,
     event: &E,
     ctx: &Context,
     effects: &mut Effects,
 ) -> sqlx::Result<()> {
-    let id = match ctx.actor {
-        Some(actor) => bus::enqueue_as(tx, event, actor).await?,
-        None => bus::enqueue(tx, event).await?,
-    };
-    let payload = json!({
-        "id": id,
-        "type": E::TYPE,
-        "created": Utc::now(),
-        "data": event,
-    });
-    effects.deliveries += webhooks::queue_deliveries(tx, id, E::TYPE, &payload).await?;
-    Ok(())
+    announce_written(tx, &announcement(event, ctx)?, effects).await
 }
 
 /// Records the creation of a payment (from nothing to its first status).
@@ -155,27 +180,27 @@ pub async fn created(tx: &mut Tx, row: &PaymentRow, ctx: &Context) -> sqlx::Resu
     .await
 }
 
-/// Applies the provider's view to a payment locked by the caller; the payment as it is now.
+/// The payment as `observed` leaves it (version and time still to be set by the write), or
+/// `None` when that changes nothing: the same status, or one the transition table does not
+/// allow from the current one (an older event arriving late).
 ///
 /// `requested_capture`: the amount a capture call asked for, used when the provider does not
 /// say what it captured.
-pub async fn payment(
-    tx: &mut Tx,
-    row: PaymentRow,
+pub fn changed(
+    row: &PaymentRow,
     observed: &Observed,
     requested_capture: Option<i64>,
     ctx: &Context,
-    effects: &mut Effects,
-) -> sqlx::Result<PaymentRow> {
+) -> Option<PaymentRow> {
     let from = row.status;
     let to = observed.status;
     if from == to {
-        return Ok(row);
+        return None;
     }
     if !from.can_move_to(to) {
         tracing::info!(payment = %row.uuid, %from, %to, cause = %ctx.cause,
             "ignored a status that would move the payment backwards");
-        return Ok(row);
+        return None;
     }
     let amount_captured = if to == PaymentStatus::Succeeded {
         observed
@@ -186,53 +211,85 @@ pub async fn payment(
     } else {
         row.amount_captured
     };
-    let write = StatusWrite {
-        status: to,
-        amount_captured,
-        decline_code: observed.decline_code.as_deref(),
-        failure_message: observed.failure_message.as_deref(),
-        next_action: observed.next_action.as_ref(),
-        cancellation_reason: observed
-            .cancellation_reason
-            .as_deref()
-            .or(row.cancellation_reason.as_deref()),
-    };
-    let history = payment_store::HistoryCause {
-        cause: ctx.cause,
-        provider_event_id: ctx.provider_event_id.as_deref(),
-        request_id: ctx.request_id.as_deref(),
-    };
-    let (version, updated_at) =
-        payment_store::write_status(tx, row.id, &write, from, &history).await?;
-    let row = PaymentRow {
+    Some(PaymentRow {
         status: to,
         amount_captured,
         decline_code: observed.decline_code.clone(),
         failure_message: observed.failure_message.clone(),
         next_action: observed.next_action.clone(),
-        cancellation_reason: write.cancellation_reason.map(str::to_owned),
-        version,
-        updated_at,
-        ..row
-    };
-    announce_status(tx, &row, ctx, effects).await?;
-    tracing::info!(payment = %row.uuid, %from, %to, cause = %ctx.cause, "payment status changed");
-    metrics::counter!("payments_transitions_total", "to" => to.as_str(), "cause" => ctx.cause.as_str())
-        .increment(1);
-    effects.pushes.push(push(&row));
-    Ok(row)
+        cancellation_reason: observed
+            .cancellation_reason
+            .clone()
+            .or_else(|| row.cancellation_reason.clone()),
+        ..row.clone()
+    })
 }
 
-async fn announce_status(
+/// What [`changed`] writes.
+pub fn status_write(next: &PaymentRow) -> StatusWrite<'_> {
+    StatusWrite {
+        status: next.status,
+        amount_captured: next.amount_captured,
+        decline_code: next.decline_code.as_deref(),
+        failure_message: next.failure_message.as_deref(),
+        next_action: next.next_action.as_ref(),
+        cancellation_reason: next.cancellation_reason.as_deref(),
+    }
+}
+
+/// The history entry's cause for `ctx`.
+pub fn history_cause(ctx: &Context) -> payment_store::HistoryCause<'_> {
+    payment_store::HistoryCause {
+        cause: ctx.cause,
+        provider_event_id: ctx.provider_event_id.as_deref(),
+        request_id: ctx.request_id.as_deref(),
+    }
+}
+
+/// Logs and counts a status change once it is written, and queues its realtime push.
+pub fn record_change(from: PaymentStatus, next: &PaymentRow, ctx: &Context, effects: &mut Effects) {
+    let to = next.status;
+    tracing::info!(payment = %next.uuid, %from, %to, cause = %ctx.cause, "payment status changed");
+    metrics::counter!("payments_transitions_total", "to" => to.as_str(), "cause" => ctx.cause.as_str())
+        .increment(1);
+    effects.pushes.push(push(next));
+}
+
+/// Applies the provider's view to a payment locked by the caller; the payment as it is now.
+pub async fn payment(
     tx: &mut Tx,
-    row: &PaymentRow,
+    row: PaymentRow,
+    observed: &Observed,
+    requested_capture: Option<i64>,
     ctx: &Context,
     effects: &mut Effects,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<PaymentRow> {
+    let Some(mut next) = changed(&row, observed, requested_capture, ctx) else {
+        return Ok(row);
+    };
+    let (version, updated_at) = payment_store::write_status(
+        tx,
+        row.id,
+        &status_write(&next),
+        row.status,
+        &history_cause(ctx),
+    )
+    .await?;
+    next.version = version;
+    next.updated_at = updated_at;
+    if let Some(announcement) = status_announcement(&next, ctx)? {
+        announce_written(tx, &announcement, effects).await?;
+    }
+    record_change(row.status, &next, ctx, effects);
+    Ok(next)
+}
+
+/// The bus event a payment's new status is announced with, if any.
+pub fn status_announcement(row: &PaymentRow, ctx: &Context) -> sqlx::Result<Option<Announcement>> {
     let now = row.updated_at;
-    match row.status {
-        PaymentStatus::Succeeded => {
-            let event = PaymentSucceeded {
+    let announced = match row.status {
+        PaymentStatus::Succeeded => announcement(
+            &PaymentSucceeded {
                 payment: row.uuid,
                 user: row.user_uuid,
                 reference: row.reference(),
@@ -240,11 +297,11 @@ async fn announce_status(
                 currency: row.currency.clone(),
                 amount_captured: row.amount_captured,
                 succeeded_at: now,
-            };
-            announce(tx, &event, ctx, effects).await
-        }
-        PaymentStatus::Failed => {
-            let event = PaymentFailed {
+            },
+            ctx,
+        )?,
+        PaymentStatus::Failed => announcement(
+            &PaymentFailed {
                 payment: row.uuid,
                 user: row.user_uuid,
                 reference: row.reference(),
@@ -253,11 +310,11 @@ async fn announce_status(
                 decline_code: row.decline_code.clone(),
                 failure_message: row.failure_message.clone(),
                 failed_at: now,
-            };
-            announce(tx, &event, ctx, effects).await
-        }
-        PaymentStatus::Canceled => {
-            let event = PaymentCanceled {
+            },
+            ctx,
+        )?,
+        PaymentStatus::Canceled => announcement(
+            &PaymentCanceled {
                 payment: row.uuid,
                 user: row.user_uuid,
                 reference: row.reference(),
@@ -265,25 +322,26 @@ async fn announce_status(
                 currency: row.currency.clone(),
                 cancellation_reason: row.cancellation_reason.clone(),
                 canceled_at: now,
-            };
-            announce(tx, &event, ctx, effects).await
-        }
-        PaymentStatus::RequiresAction => {
-            let event = PaymentRequiresAction {
+            },
+            ctx,
+        )?,
+        PaymentStatus::RequiresAction => announcement(
+            &PaymentRequiresAction {
                 payment: row.uuid,
                 user: row.user_uuid,
                 reference: row.reference(),
                 amount: row.amount,
                 currency: row.currency.clone(),
                 requested_at: now,
-            };
-            announce(tx, &event, ctx, effects).await
-        }
+            },
+            ctx,
+        )?,
         PaymentStatus::RequiresPaymentMethod
         | PaymentStatus::RequiresConfirmation
         | PaymentStatus::Processing
-        | PaymentStatus::RequiresCapture => Ok(()),
-    }
+        | PaymentStatus::RequiresCapture => return Ok(None),
+    };
+    Ok(Some(announced))
 }
 
 /// Records a new refund (from nothing to `pending`) on its payment's history.
@@ -432,6 +490,23 @@ pub fn note(intent: &Intent) -> payment_store::ProviderNote<'_> {
             .map(String::as_str),
         client_secret: intent.client_secret.as_deref(),
         payment_method: intent.payment_method.as_deref(),
+    }
+}
+
+/// `row` with `note` recorded, as `lock_and_note` records it.
+pub fn noted(row: PaymentRow, note: &payment_store::ProviderNote<'_>) -> PaymentRow {
+    PaymentRow {
+        provider_payment_id: row
+            .provider_payment_id
+            .or_else(|| note.provider_payment_id.map(str::to_owned)),
+        client_secret: row
+            .client_secret
+            .or_else(|| note.client_secret.map(str::to_owned)),
+        payment_method: note
+            .payment_method
+            .map(str::to_owned)
+            .or(row.payment_method),
+        ..row
     }
 }
 

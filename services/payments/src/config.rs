@@ -93,6 +93,11 @@ pub struct TestProviderConfig {
     pub webhook_url: Option<String>,
     /// Send webhooks at all (off, only reconciliation learns what the provider did).
     pub send_webhooks: bool,
+    /// How long after a change its webhook is sent. A provider's webhooks arrive after its
+    /// API's answer, as Stripe's do; the answer an API call got is applied first, and the
+    /// webhook about it is then only a confirmation.
+    #[serde(with = "humantime_serde")]
+    pub webhook_delay: Duration,
 }
 
 impl Default for TestProviderConfig {
@@ -102,6 +107,7 @@ impl Default for TestProviderConfig {
             webhook_secret: Secret::new("whsec_hatchery_test_provider"),
             webhook_url: None,
             send_webhooks: true,
+            webhook_delay: Duration::from_millis(500),
         }
     }
 }

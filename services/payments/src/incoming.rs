@@ -21,11 +21,56 @@ pub struct Outcome {
     pub effects: Effects,
 }
 
+/// What becomes of an event about a payment that it can no longer change, found in one read:
+/// one seen before (a redelivery), or one about a payment in a final status that it leaves as
+/// it is (the provider's own word on a change an API call already made), which is only
+/// recorded as seen. `None`: the general way decides.
+async fn without_writing(
+    hot: &payments::Hot,
+    provider: ProviderName,
+    event: &ProviderEvent,
+) -> sqlx::Result<Option<Outcome>> {
+    let EventObject::Intent(intent) = &event.object else {
+        return Ok(None);
+    };
+    let Some((row, seen)) = payments::find_for_event(hot, provider, &intent.id, &event.id).await?
+    else {
+        return Ok(None);
+    };
+    let unchanged = || {
+        let Some(observed) = intent.observed() else {
+            return false;
+        };
+        let noted = apply::noted(row.clone(), &apply::note(intent));
+        noted.client_secret == row.client_secret
+            && noted.payment_method == row.payment_method
+            && apply::changed(&row, &observed, None, &Context::webhook(&event.id)).is_none()
+    };
+    if seen {
+        return Ok(Some(Outcome {
+            duplicate: true,
+            ..Outcome::default()
+        }));
+    }
+    if !(row.status.is_terminal() && unchanged()) {
+        return Ok(None);
+    }
+    let first = payments::record_seen(hot, provider, &event.id, &event.event_type).await?;
+    Ok(Some(Outcome {
+        duplicate: !first,
+        ..Outcome::default()
+    }))
+}
+
 pub async fn apply_event(
     db: &PgPool,
+    hot: &payments::Hot,
     provider: ProviderName,
     event: &ProviderEvent,
 ) -> sqlx::Result<Outcome> {
+    if let Some(outcome) = without_writing(hot, provider, event).await? {
+        return Ok(outcome);
+    }
     let mut tx = db.begin().await?;
     let mut outcome = Outcome::default();
     if !webhooks::record_provider_event(&mut tx, provider, &event.id, &event.event_type).await? {

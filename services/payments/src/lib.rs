@@ -14,6 +14,7 @@
 //!   `deliveries.rs` (outgoing partner webhooks), `notify.rs` (realtime pushes).
 
 pub mod apply;
+pub mod batch;
 pub mod config;
 pub mod deliveries;
 pub mod domain;
@@ -104,6 +105,8 @@ fn providers(resources: &Resources<Config>) -> anyhow::Result<Providers> {
         let target = webhooks.map(|url| WebhookTarget {
             url,
             secret: app.test_provider.webhook_secret.clone(),
+            delay: app.test_provider.webhook_delay,
+            shutdown: resources.shutdown.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -209,6 +212,7 @@ impl kit::Service for Payments {
         let notifier = Notifier::new(realtime, wake.clone(), resources.tasks.clone());
         let state = AppState {
             db: resources.db.clone(),
+            hot: store::payments::Hot::start(resources.db.connect_options()),
             settings: settings.clone(),
             identity: identity.clone(),
             providers: providers.clone(),

@@ -43,6 +43,8 @@ use crate::provider::{ProviderError, Providers};
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// The hot path's shared statements.
+    pub hot: crate::store::payments::Hot,
     pub settings: Arc<Settings<Config>>,
     /// Token verification, revocation and the local users.
     pub identity: Identity,
@@ -151,6 +153,21 @@ impl Keyed {
         }
         .claim(db, &self.scope)
         .await
+    }
+
+    /// The key as stored with its response.
+    pub fn scoped(&self) -> String {
+        self.key.scoped(&self.scope)
+    }
+
+    /// The answer to this request when its key has `stored`: the first response, or 422.
+    pub fn answer(&self, stored: kit::idempotency::Stored) -> ApiResult<Response> {
+        self.key.answer(stored)
+    }
+
+    /// `response`, ready to be stored under the key by a statement of the caller's.
+    pub async fn storable(&self, response: Response) -> ApiResult<kit::idempotency::Storable> {
+        kit::idempotency::Storable::new(&self.key, &self.scope, response).await
     }
 
     /// The scoped key, hashed: what rows started by this request remember it by, and the seed

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use contracts::payments::{SCOPE_CREATE, SCOPE_READ, SCOPE_REFUND};
 use http::StatusCode;
 use http::header::LOCATION;
@@ -446,68 +446,92 @@ async fn create_payment(
     let fingerprint = fingerprint(&body);
     let request_key = keyed.digest();
 
-    // (1) Record the payment.
-    let mut tx = match keyed.claim(&state.db).await? {
-        Claim::Replay(stored) => return Ok(stored),
-        Claim::Fresh { tx, .. } => tx,
+    // (1) Record the payment: at once for a user known here, the general way otherwise.
+    let source = caller.source();
+    let uuid = Uuid::now_v7();
+    let new_payment = |user_id| NewPayment {
+        uuid,
+        user_id,
+        amount: input.money.amount(),
+        currency: input.money.currency().code(),
+        description: input.description.as_ref().map(Description::as_str),
+        metadata: input.metadata.to_json(),
+        reference_service: &input.reference.service,
+        reference_id: &input.reference.id,
+        source,
+        provider: state.providers.default,
+        payment_method: input.payment_method.as_ref().map(PaymentMethodId::as_str),
+        capture_method: input.capture_method,
+        status: PaymentStatus::RequiresPaymentMethod,
+        request_key: Some(&request_key),
+        request_fingerprint: Some(&fingerprint),
+        created_at: Utc::now(),
     };
-    let row = match store::find_by_request_key(&mut *tx, &request_key).await? {
-        Some(started) => {
-            tx.rollback().await?;
-            if started.request_fingerprint.as_deref() != Some(fingerprint.as_slice()) {
-                return Err(key_reused());
-            }
-            started
+    let known_user = match &caller {
+        Caller::User(user) if body.user.is_none_or(|named| named == user.uuid) => Some(user.uuid),
+        Caller::User(_) => None,
+        Caller::Service(_) => body.user,
+    };
+    let ctx = Context::api(caller.actor());
+    let inserted = match known_user {
+        Some(user) => {
+            store::insert_at_once(
+                &state.hot,
+                &new_payment(0),
+                user,
+                &apply::history_cause(&ctx),
+            )
+            .await?
         }
+        None => None,
+    };
+    let row = match inserted {
+        Some(row) => row,
         None => {
-            let (user_id, _) = payer(&mut tx, &caller, body.user).await?;
-            let source = caller.source();
-            let uuid = Uuid::now_v7();
-            let new = NewPayment {
-                uuid,
-                user_id,
-                amount: input.money.amount(),
-                currency: input.money.currency().code(),
-                description: input.description.as_ref().map(Description::as_str),
-                metadata: input.metadata.to_json(),
-                reference_service: &input.reference.service,
-                reference_id: &input.reference.id,
-                source,
-                provider: state.providers.default,
-                payment_method: input.payment_method.as_ref().map(PaymentMethodId::as_str),
-                capture_method: input.capture_method,
-                status: PaymentStatus::RequiresPaymentMethod,
-                request_key: Some(&request_key),
-                request_fingerprint: Some(&fingerprint),
-                created_at: Utc::now(),
+            let mut tx = match keyed.claim(&state.db).await? {
+                Claim::Replay(stored) => return Ok(stored),
+                Claim::Fresh { tx, .. } => tx,
             };
-            let inserted = store::insert(&mut tx, &new).await;
-            if let Err(err) = &inserted
-                && kit::error::violated_constraint(err) == Some("payments_reference_key")
-            {
-                // One live payment per reference: name it.
-                drop(tx);
-                let existing = store::find_live_by_reference(
-                    &state.db,
-                    source,
-                    &input.reference.service,
-                    &input.reference.id,
-                )
-                .await?;
-                return Err(existing.map_or_else(
-                    || {
-                        ApiError::conflict(
-                            "reference_in_use",
-                            "This reference already has a live payment.",
+            match store::find_by_request_key(&mut *tx, &request_key).await? {
+                Some(started) => {
+                    tx.rollback().await?;
+                    if started.request_fingerprint.as_deref() != Some(fingerprint.as_slice()) {
+                        return Err(key_reused());
+                    }
+                    started
+                }
+                None => {
+                    let (user_id, _) = payer(&mut tx, &caller, body.user).await?;
+                    let new = new_payment(user_id);
+                    let inserted = store::insert(&mut tx, &new).await;
+                    if let Err(err) = &inserted
+                        && kit::error::violated_constraint(err) == Some("payments_reference_key")
+                    {
+                        // One live payment per reference: name it.
+                        drop(tx);
+                        let existing = store::find_live_by_reference(
+                            &state.db,
+                            source,
+                            &input.reference.service,
+                            &input.reference.id,
                         )
-                    },
-                    reference_in_use,
-                ));
+                        .await?;
+                        return Err(existing.map_or_else(
+                            || {
+                                ApiError::conflict(
+                                    "reference_in_use",
+                                    "This reference already has a live payment.",
+                                )
+                            },
+                            reference_in_use,
+                        ));
+                    }
+                    let row = inserted.on_constraint("payments_request_key_key", key_reused)?;
+                    apply::created(&mut tx, &row, &ctx).await?;
+                    tx.commit().await?;
+                    row
+                }
             }
-            let row = inserted.on_constraint("payments_request_key_key", key_reused)?;
-            apply::created(&mut tx, &row, &Context::api(caller.actor())).await?;
-            tx.commit().await?;
-            row
         }
     };
 
@@ -527,7 +551,21 @@ async fn create_payment(
         }
     };
 
-    // (3) Apply it and answer.
+    // (3) Apply it and answer: at once when nothing changed meanwhile.
+    if let Some(Ok(intent)) = &made
+        && let Some(response) = at_once(
+            &state,
+            &caller,
+            &keyed,
+            &row,
+            intent,
+            None,
+            created_response,
+        )
+        .await?
+    {
+        return Ok(response);
+    }
     let (mut tx, key) = match keyed.claim(&state.db).await? {
         Claim::Replay(stored) => return Ok(stored),
         Claim::Fresh { tx, key, .. } => (tx, key),
@@ -540,7 +578,6 @@ async fn create_payment(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payment {} vanished", row.uuid)))?;
     let mut effects = Effects::default();
-    let ctx = Context::api(caller.actor());
     let response = match made {
         None => created_response(locked),
         Some(Ok(intent)) => {
@@ -751,6 +788,15 @@ async fn begin(
     id: Uuid,
     need: Need,
 ) -> ApiResult<Result<PaymentRow, Response>> {
+    // One read: the payment and the key's stored response. A payment not found goes the
+    // general way, which answers it.
+    if let Some(mut found) = store::find_for_request(&state.hot, id, &keyed.scoped()).await? {
+        if let Some(stored) = found.stored() {
+            return keyed.answer(stored).map(Err);
+        }
+        check_access(caller, &found.row, need)?;
+        return Ok(Ok(found.row));
+    }
     let mut tx = match keyed.claim(&state.db).await? {
         Claim::Replay(stored) => return Ok(Err(stored)),
         Claim::Fresh { tx, .. } => tx,
@@ -767,26 +813,103 @@ fn provider_for<'a>(state: &'a AppState, row: &PaymentRow) -> ApiResult<&'a dyn 
         .ok_or_else(|| missing_provider(row.provider))
 }
 
-/// Step (3): apply the provider's answer and answer 200 with the payment, kept for the key.
+fn answered(row: PaymentRow) -> Response {
+    super::respond(StatusCode::OK, &Payment::from(row))
+}
+
+/// A time as Postgres keeps it (microseconds).
+fn now_stored() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Step (3) at once: the provider's answer applied to `row` (as step (1) read it) and the
+/// response stored, in one statement. `None` when the payment changed meanwhile (or a partner
+/// endpoint takes the event it announces), for the general way to do it.
+async fn at_once(
+    state: &AppState,
+    caller: &Caller,
+    keyed: &Keyed,
+    row: &PaymentRow,
+    intent: &Intent,
+    requested_capture: Option<i64>,
+    answer: fn(PaymentRow) -> Response,
+) -> ApiResult<Option<Response>> {
+    let Some(observed) = intent.observed() else {
+        return Ok(None);
+    };
+    let note = apply::note(intent);
+    let noted = apply::noted(row.clone(), &note);
+    let ctx = Context::api(caller.actor());
+    let next = apply::changed(&noted, &observed, requested_capture, &ctx).map(|next| PaymentRow {
+        version: row.version + 1,
+        updated_at: now_stored(),
+        ..next
+    });
+    let announcement = match &next {
+        Some(next) => apply::status_announcement(next, &ctx)?,
+        None => None,
+    };
+    let write = next.as_ref().map(apply::status_write);
+    let cause = apply::history_cause(&ctx);
+    let stored = keyed
+        .storable(answer(next.clone().unwrap_or(noted)))
+        .await?;
+    let change = store::AtOnce {
+        id: row.id,
+        version: row.version,
+        note: &note,
+        write: write
+            .as_ref()
+            .zip(next.as_ref())
+            .map(|(write, next)| (write, row.status, &cause, next.updated_at)),
+        announcement: announcement.as_ref().map(|a| &a.outbox),
+        stored: &stored,
+    };
+    if !store::change_at_once(&state.hot, &change).await? {
+        return Ok(None);
+    }
+    if let Some(next) = &next {
+        let mut effects = Effects::default();
+        apply::record_change(row.status, next, &ctx, &mut effects);
+        state.notifier.committed(effects);
+    }
+    Ok(Some(stored.into_response()))
+}
+
+/// Step (3): apply the provider's answer to the payment `row` (as step (1) read it) and answer
+/// 200 with the payment, kept for the key.
 async fn finish(
     state: &AppState,
     caller: &Caller,
     keyed: &Keyed,
-    id: Uuid,
+    row: &PaymentRow,
     intent: &Intent,
     requested_capture: Option<i64>,
 ) -> ApiResult<Response> {
+    if let Some(response) = at_once(
+        state,
+        caller,
+        keyed,
+        row,
+        intent,
+        requested_capture,
+        answered,
+    )
+    .await?
+    {
+        return Ok(response);
+    }
     let (mut tx, key) = match keyed.claim(&state.db).await? {
         Claim::Replay(stored) => return Ok(stored),
         Claim::Fresh { tx, key, .. } => (tx, key),
     };
-    let row = store::lock_and_note(&mut tx, id, &apply::note(intent))
+    let row = store::lock_and_note(&mut tx, row.uuid, &apply::note(intent))
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
     let mut effects = Effects::default();
     let ctx = Context::api(caller.actor());
     let row = apply::intent(&mut tx, row, intent, requested_capture, &ctx, &mut effects).await?;
-    let response = super::respond(StatusCode::OK, &Payment::from(row));
+    let response = answered(row);
     let response = idempotency::complete(tx, key.as_ref(), response).await?;
     state.notifier.committed(effects);
     Ok(response)
@@ -851,7 +974,7 @@ async fn confirm_payment(
         .confirm_intent(provider_id, &method, &call_key)
         .await
         .map_err(super::provider_error)?;
-    finish(&state, &caller, &keyed, id, &intent, None).await
+    finish(&state, &caller, &keyed, &row, &intent, None).await
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -916,7 +1039,7 @@ async fn cancel_payment(
             our_payment: Some(row.uuid),
         },
     };
-    finish(&state, &caller, &keyed, id, &intent, None).await
+    finish(&state, &caller, &keyed, &row, &intent, None).await
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -998,7 +1121,7 @@ async fn capture_payment(
         &state,
         &caller,
         &keyed,
-        id,
+        &row,
         &intent,
         amount.or(Some(row.amount)),
     )

@@ -94,7 +94,7 @@ async fn receive_webhook(
     let event = ProviderEvent::parse(&body).map_err(|why| {
         ApiError::bad_request("invalid_event", format!("Not a provider event: {why}."))
     })?;
-    let outcome = incoming::apply_event(&state.db, name, &event).await?;
+    let outcome = incoming::apply_event(&state.db, &state.hot, name, &event).await?;
     if outcome.unmatched {
         tracing::info!(provider = %name, event = %event.id, "a webhook about nothing of ours");
     }

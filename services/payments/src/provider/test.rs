@@ -27,6 +27,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 
+use crate::batch::{BatchFuture, Batcher};
+
 use super::{Call, CreateIntent, CreateRefund, Intent, Provider, ProviderError, RefundView};
 use crate::domain::{CancellationReason, ProviderName, RefundStatus, hex, random_hex, signature};
 
@@ -171,6 +173,9 @@ impl RefundRow {
 pub struct WebhookTarget {
     pub url: String,
     pub secret: Secret,
+    /// How long after a change its webhook is sent (at once when the service stops).
+    pub delay: Duration,
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub http: reqwest::Client,
     /// Sends still running at shutdown are awaited within the grace period.
     pub tasks: TaskTracker,
@@ -190,6 +195,10 @@ pub enum AuthenticateError {
 
 pub struct TestProvider {
     db: PgPool,
+    /// Intents made, and intents confirmed with a succeeding card, by requests waiting at the
+    /// same moment share a statement.
+    create_batch: Batcher<Value, Option<IntentRow>>,
+    succeed_batch: Batcher<Value, Option<IntentRow>>,
     webhook_secret: Secret,
     webhooks: Option<WebhookTarget>,
     /// Prefix of the URL a customer is sent to for 3-D Secure:
@@ -222,6 +231,8 @@ impl TestProvider {
         action_base: String,
     ) -> TestProvider {
         TestProvider {
+            create_batch: Batcher::start(db.connect_options(), BATCH, create_batch),
+            succeed_batch: Batcher::start(db.connect_options(), BATCH, succeed_batch),
             db,
             webhook_secret,
             webhooks,
@@ -351,6 +362,72 @@ impl TestProvider {
     }
 }
 
+/// Requests sharing one statement, at most.
+const BATCH: usize = 64;
+
+/// Outputs in the inputs' order, matched by intent id.
+fn by_id(items: &[Value], rows: Vec<IntentRow>) -> Vec<Option<IntentRow>> {
+    items
+        .iter()
+        .map(|item| {
+            rows.iter()
+                .find(|row| item["id"].as_str() == Some(row.id.as_str()))
+                .cloned()
+        })
+        .collect()
+}
+
+fn create_batch<'c>(
+    conn: &'c mut sqlx::PgConnection,
+    items: &'c [Value],
+) -> BatchFuture<'c, Option<IntentRow>> {
+    Box::pin(async move {
+        let rows = sqlx::query_as::<_, IntentRow>(concat!(
+            "INSERT INTO test_provider_intents
+                 (id, amount, currency, capture_method, payment_method, status, client_secret,
+                  metadata, last_key)
+             SELECT r.id, r.amount, r.currency, r.capture_method, r.payment_method, r.status,
+                 r.client_secret, r.metadata, r.last_key
+             FROM jsonb_to_recordset($1) AS r (id text, amount bigint, currency text,
+                 capture_method text, payment_method text, status text, client_secret text,
+                 metadata jsonb, last_key text)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING ",
+            intent_columns!()
+        ))
+        .bind(Value::Array(items.to_vec()))
+        .fetch_all(conn)
+        .await?;
+        Ok(by_id(items, rows))
+    })
+}
+
+fn succeed_batch<'c>(
+    conn: &'c mut sqlx::PgConnection,
+    items: &'c [Value],
+) -> BatchFuture<'c, Option<IntentRow>> {
+    Box::pin(async move {
+        let rows = sqlx::query_as::<_, IntentRow>(
+            "UPDATE test_provider_intents t SET
+                 status = CASE WHEN t.capture_method = 'manual' THEN 'requires_capture'
+                     ELSE 'succeeded' END,
+                 amount_received = CASE WHEN t.capture_method = 'manual' THEN 0 ELSE t.amount END,
+                 payment_method = r.payment_method, last_error = NULL, next_action = NULL,
+                 last_key = r.key
+             FROM jsonb_to_recordset($1) AS r (id text, payment_method text, key text)
+             WHERE t.id = r.id AND t.status IN ('requires_payment_method', 'requires_confirmation')
+               AND t.id = ANY (ARRAY(SELECT jsonb_array_elements($1) ->> 'id'))
+             RETURNING t.id, t.amount, t.currency, t.capture_method, t.payment_method, t.status,
+                 t.client_secret, t.amount_received, t.last_error, t.next_action,
+                 t.cancellation_reason, t.last_key, t.metadata, t.created_at",
+        )
+        .bind(Value::Array(items.to_vec()))
+        .fetch_all(conn)
+        .await?;
+        Ok(by_id(items, rows))
+    })
+}
+
 /// Posts `object` as a signed `event_type` event, in the background.
 fn send(target: &WebhookTarget, event_type: &str, object: Value) {
     let event = json!({
@@ -364,6 +441,10 @@ fn send(target: &WebhookTarget, event_type: &str, object: Value) {
     let body = event.to_string();
     let target = target.clone();
     target.tasks.clone().spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(target.delay) => {}
+            () = target.shutdown.cancelled() => {}
+        }
         // A few quick tries, as a provider retries; a webhook still lost is what reconciliation
         // is for.
         for attempt in 0..4u32 {
@@ -508,26 +589,21 @@ impl Provider for TestProvider {
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect();
             // The same key answers the intent it created, unchanged.
-            let inserted = sqlx::query_as::<_, IntentRow>(concat!(
-                "INSERT INTO test_provider_intents
-                     (id, amount, currency, capture_method, payment_method, status, client_secret, metadata, last_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO NOTHING
-                 RETURNING ",
-                intent_columns!()
-            ))
-            .bind(&id)
-            .bind(request.amount)
-            .bind(request.currency.code())
-            .bind(request.capture_method.as_str())
-            .bind(&request.payment_method)
-            .bind(status)
-            .bind(&secret)
-            .bind(Value::Object(metadata))
-            .bind(&request.idempotency_key)
-            .fetch_optional(&self.db)
-            .await
-            .map_err(unavailable)?;
+            let inserted = self
+                .create_batch
+                .call(json!({
+                    "id": id,
+                    "amount": request.amount,
+                    "currency": request.currency.code(),
+                    "capture_method": request.capture_method.as_str(),
+                    "payment_method": request.payment_method,
+                    "status": status,
+                    "client_secret": secret,
+                    "metadata": metadata,
+                    "last_key": request.idempotency_key,
+                }))
+                .await
+                .map_err(unavailable)?;
             match inserted {
                 Some(row) => row.intent(),
                 None => self
@@ -597,15 +673,21 @@ impl Provider for TestProvider {
                     })),
                 ),
             };
-            let updated = sqlx::query_as::<_, IntentRow>(statement)
-                .bind(id)
-                .bind(payment_method)
-                .bind(error)
-                .bind(action)
-                .bind(key)
-                .fetch_optional(&self.db)
-                .await
-                .map_err(unavailable)?;
+            let updated = if statement == SUCCEED {
+                self.succeed_batch
+                    .call(json!({"id": id, "payment_method": payment_method, "key": key}))
+                    .await
+            } else {
+                sqlx::query_as::<_, IntentRow>(statement)
+                    .bind(id)
+                    .bind(payment_method)
+                    .bind(error)
+                    .bind(action)
+                    .bind(key)
+                    .fetch_optional(&self.db)
+                    .await
+            }
+            .map_err(unavailable)?;
             match updated {
                 Some(row) => self.changed(&row),
                 None => self.unchanged(id, key).await,

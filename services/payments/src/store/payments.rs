@@ -1,11 +1,16 @@
 //! Payments and their history. Rows reference users by the local key; what leaves carries
 //! UUIDs.
 
+use std::sync::{Arc, LazyLock};
+
 use chrono::{DateTime, Utc};
 use kit::PageRequest;
-use serde_json::Value;
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgExecutor, PgPool, QueryBuilder};
 use uuid::Uuid;
+
+use crate::batch::{BatchFuture, Batcher};
 
 use crate::domain::{CaptureMethod, Cause, PaymentStatus, ProviderName};
 
@@ -319,6 +324,456 @@ pub async fn write_status(
     .bind(history.request_id)
     .fetch_one(conn)
     .await
+}
+
+// The hot path: the common case of each step in one statement shared by the requests
+// waiting at that moment (`crate::batch`), each refusing (returning nothing, writing nothing)
+// for a request whose payment is not as it last read it, so that request can take the general
+// way instead.
+
+/// The hot path's batch tasks.
+#[derive(Clone)]
+pub struct Hot {
+    find: Batcher<Value, Option<ForRequest>>,
+    insert: Batcher<Value, Option<PaymentRow>>,
+    change: Batcher<Value, bool>,
+    event: Batcher<Value, Option<(PaymentRow, bool)>>,
+    seen: Batcher<Value, bool>,
+}
+
+/// Requests sharing one statement, at most.
+const BATCH: usize = 64;
+
+impl Hot {
+    pub fn start(options: Arc<PgConnectOptions>) -> Hot {
+        Hot {
+            find: Batcher::start(options.clone(), BATCH, find_batch),
+            insert: Batcher::start(options.clone(), BATCH, insert_batch),
+            change: Batcher::start(options.clone(), BATCH, change_batch),
+            event: Batcher::start(options.clone(), BATCH, event_batch),
+            // A record that only spares a redelivery some work: no need to wait for the disk.
+            seen: Batcher::start(
+                Arc::new(
+                    options
+                        .as_ref()
+                        .clone()
+                        .options([("synchronous_commit", "off")]),
+                ),
+                BATCH,
+                seen_batch,
+            ),
+        }
+    }
+}
+
+/// `items` as a JSON array, each numbered (`n`) by its place.
+fn numbered(items: &[Value]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .enumerate()
+            .map(|(n, item)| {
+                let mut item = item.clone();
+                if let Value::Object(fields) = &mut item {
+                    fields.insert("n".into(), Value::from(n));
+                }
+                item
+            })
+            .collect(),
+    )
+}
+
+/// Outputs in the inputs' order from rows numbered by input.
+fn by_number<T>(len: usize, rows: Vec<(i32, T)>) -> Vec<Option<T>> {
+    let mut outputs: Vec<Option<T>> = std::iter::repeat_with(|| None).take(len).collect();
+    for (n, row) in rows {
+        if let Some(slot) = usize::try_from(n).ok().and_then(|n| outputs.get_mut(n)) {
+            *slot = Some(row);
+        }
+    }
+    outputs
+}
+
+/// A payment read for a request, with the response stored for the request's key if any.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ForRequest {
+    #[sqlx(flatten)]
+    pub row: PaymentRow,
+    pub stored_fingerprint: Option<Vec<u8>>,
+    pub stored_status: Option<i16>,
+    pub stored_headers: Option<Value>,
+    pub stored_body: Option<Vec<u8>>,
+}
+
+impl ForRequest {
+    /// The response stored for the request's key.
+    pub fn stored(&mut self) -> Option<kit::idempotency::Stored> {
+        Some(kit::idempotency::Stored {
+            fingerprint: self.stored_fingerprint.take()?,
+            status: self.stored_status.take()?,
+            headers: self.stored_headers.take()?,
+            body: self.stored_body.take()?,
+        })
+    }
+}
+
+/// The payment `uuid` and the response stored under `key` (scoped), in one read.
+pub async fn find_for_request(
+    hot: &Hot,
+    uuid: Uuid,
+    key: &str,
+) -> sqlx::Result<Option<ForRequest>> {
+    hot.find.call(json!({"uuid": uuid, "key": key})).await
+}
+
+fn find_batch<'c>(
+    conn: &'c mut PgConnection,
+    items: &'c [Value],
+) -> BatchFuture<'c, Option<ForRequest>> {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        n: i32,
+        #[sqlx(flatten)]
+        found: ForRequest,
+    }
+    Box::pin(async move {
+        let rows: Vec<Found> = sqlx::query_as(concat!(
+            // Each row looked up on its own (`OFFSET 0` keeps the lookup apart), by key.
+            "SELECT r.n, x.* FROM jsonb_to_recordset($1) AS r (n int, uuid uuid, key text)
+             CROSS JOIN LATERAL (
+                 SELECT ",
+            columns!(),
+            ", i.fingerprint AS stored_fingerprint, i.status AS stored_status,
+                   i.headers AS stored_headers, i.body AS stored_body
+                 FROM payments p JOIN users u ON u.id = p.user_id
+                 LEFT JOIN idempotency i ON i.key = r.key
+                     AND i.created_at > now() - make_interval(hours => $2)
+                 WHERE p.uuid = r.uuid
+                 OFFSET 0
+             ) x"
+        ))
+        .bind(numbered(items))
+        .bind(kit::idempotency::RETENTION_HOURS)
+        .fetch_all(conn)
+        .await?;
+        Ok(by_number(
+            items.len(),
+            rows.into_iter().map(|r| (r.n, r.found)).collect(),
+        ))
+    })
+}
+
+/// Inserts a payment for the user `user` with its first history entry; nothing when the user
+/// is not here (or deleted, or disabled) or the payment conflicts with another (the same
+/// request key, a live payment of the reference).
+pub async fn insert_at_once(
+    hot: &Hot,
+    new: &NewPayment<'_>,
+    user: Uuid,
+    history: &HistoryCause<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    hot.insert
+        .call(json!({
+            "uuid": new.uuid,
+            "user_uuid": user,
+            "amount": new.amount,
+            "currency": new.currency,
+            "description": new.description,
+            "metadata": new.metadata,
+            "reference_service": new.reference_service,
+            "reference_id": new.reference_id,
+            "source": new.source,
+            "provider": new.provider.as_str(),
+            "payment_method": new.payment_method,
+            "capture_method": new.capture_method.as_str(),
+            "status": new.status.as_str(),
+            "request_key": new.request_key,
+            "request_fingerprint": new.request_fingerprint.map(crate::domain::hex),
+            "created_at": new.created_at,
+            "cause": history.cause.as_str(),
+            "provider_event_id": history.provider_event_id,
+            "request_id": history.request_id,
+        }))
+        .await
+}
+
+fn insert_batch<'c>(
+    conn: &'c mut PgConnection,
+    items: &'c [Value],
+) -> BatchFuture<'c, Option<PaymentRow>> {
+    #[derive(sqlx::FromRow)]
+    struct Inserted {
+        n: i32,
+        #[sqlx(flatten)]
+        row: PaymentRow,
+    }
+    Box::pin(async move {
+        let rows: Vec<Inserted> = sqlx::query_as(concat!(
+            "WITH r AS (
+                 SELECT * FROM jsonb_to_recordset($1) AS r (n int, uuid uuid, user_uuid uuid,
+                     amount bigint, currency text, description text, metadata jsonb,
+                     reference_service text, reference_id text, source uuid, provider text,
+                     payment_method text, capture_method text, status text, request_key text,
+                     request_fingerprint text, created_at timestamptz, cause text,
+                     provider_event_id text, request_id text)
+             ), p AS (
+                 INSERT INTO payments (uuid, user_id, amount, currency, description, metadata,
+                     reference_service, reference_id, source, provider, payment_method,
+                     capture_method, status, request_key, request_fingerprint, created_at,
+                     updated_at)
+                 SELECT r.uuid, u.id, r.amount, r.currency, r.description, r.metadata,
+                     r.reference_service, r.reference_id, r.source, r.provider, r.payment_method,
+                     r.capture_method, r.status, r.request_key, decode(r.request_fingerprint, 'hex'),
+                     r.created_at, r.created_at
+                 FROM r JOIN users u ON u.uuid = r.user_uuid AND u.deleted_at IS NULL AND u.is_active
+                 ORDER BY r.n
+                 ON CONFLICT DO NOTHING
+                 RETURNING *
+             ), h AS (
+                 INSERT INTO payment_history (payment_id, from_status, to_status, cause,
+                     provider_event_id, request_id, version)
+                 SELECT p.id, NULL, p.status, r.cause, r.provider_event_id, r.request_id, p.version
+                 FROM p JOIN r ON r.uuid = p.uuid
+             )
+             SELECT r.n, ",
+            columns!(),
+            " FROM p JOIN r ON r.uuid = p.uuid JOIN users u ON u.id = p.user_id"
+        ))
+        .bind(numbered(items))
+        .fetch_all(conn)
+        .await?;
+        Ok(by_number(
+            items.len(),
+            rows.into_iter().map(|r| (r.n, r.row)).collect(),
+        ))
+    })
+}
+
+/// A status change for [`change_at_once`]: the payment after it, and what it came from.
+pub struct AtOnce<'a> {
+    /// The payment's id and the version it was read at.
+    pub id: i64,
+    pub version: i32,
+    pub note: &'a ProviderNote<'a>,
+    /// The new status and what goes with it (`None`: only the note).
+    pub write: Option<(
+        &'a StatusWrite<'a>,
+        PaymentStatus,
+        &'a HistoryCause<'a>,
+        DateTime<Utc>,
+    )>,
+    /// The bus event announcing it: written unless a partner endpoint takes it (its
+    /// deliveries are queued the general way).
+    pub announcement: Option<&'a bus::Serialized>,
+    /// The response to keep for the request's key.
+    pub stored: &'a kit::idempotency::Storable,
+}
+
+/// Records what the provider said about a payment unchanged since `change.version` (its note,
+/// and its new status with the history entry and the bus event), and stores the response.
+/// `false` when nothing was written: the payment changed meanwhile, or a partner endpoint takes
+/// the event.
+pub async fn change_at_once(hot: &Hot, change: &AtOnce<'_>) -> sqlx::Result<bool> {
+    let Ok(body) = std::str::from_utf8(&change.stored.body) else {
+        return Ok(false);
+    };
+    let write = change.write.as_ref();
+    let announcement = change.announcement;
+    hot.change
+        .call(json!({
+            "id": change.id,
+            "version": change.version,
+            "provider_payment_id": change.note.provider_payment_id,
+            "client_secret": change.note.client_secret,
+            "payment_method": change.note.payment_method,
+            "changes": write.is_some(),
+            "status": write.map(|(w, ..)| w.status.as_str()),
+            "amount_captured": write.map(|(w, ..)| w.amount_captured),
+            "decline_code": write.and_then(|(w, ..)| w.decline_code),
+            "failure_message": write.and_then(|(w, ..)| w.failure_message),
+            "next_action": write.and_then(|(w, ..)| w.next_action),
+            "cancellation_reason": write.and_then(|(w, ..)| w.cancellation_reason),
+            "updated_at": write.map(|(.., at)| *at),
+            "from_status": write.map(|(_, from, ..)| from.as_str()),
+            "cause": write.map(|(_, _, cause, _)| cause.cause.as_str()),
+            "provider_event_id": write.and_then(|(_, _, cause, _)| cause.provider_event_id),
+            "request_id": write.and_then(|(_, _, cause, _)| cause.request_id),
+            "event_id": announcement.map(|a| a.id),
+            "event_type": announcement.map(|a| a.event_type.as_str()),
+            "envelope": announcement.map(|a| a.json.as_str()),
+            "key": change.stored.key,
+            "fingerprint": crate::domain::hex(&change.stored.fingerprint),
+            "stored_status": change.stored.status,
+            "headers": change.stored.headers,
+            "body": body,
+        }))
+        .await
+}
+
+fn change_batch<'c>(conn: &'c mut PgConnection, items: &'c [Value]) -> BatchFuture<'c, bool> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH r AS (
+                 SELECT * FROM jsonb_to_recordset($1) AS r (n int, id bigint, version int,
+                     provider_payment_id text, client_secret text, payment_method text,
+                     changes boolean, status text, amount_captured bigint, decline_code text,
+                     failure_message text, next_action jsonb, cancellation_reason text,
+                     updated_at timestamptz, from_status text, cause text,
+                     provider_event_id text, request_id text, event_id uuid, event_type text,
+                     envelope text, key text, fingerprint text, stored_status smallint,
+                     headers jsonb, body text)
+             ), p AS (
+                 UPDATE payments SET
+                     provider_payment_id = COALESCE(payments.provider_payment_id, r.provider_payment_id),
+                     client_secret = COALESCE(payments.client_secret, r.client_secret),
+                     payment_method = COALESCE(r.payment_method, payments.payment_method),
+                     status = CASE WHEN r.changes THEN r.status ELSE payments.status END,
+                     amount_captured = CASE WHEN r.changes THEN r.amount_captured
+                         ELSE payments.amount_captured END,
+                     decline_code = CASE WHEN r.changes THEN r.decline_code
+                         ELSE payments.decline_code END,
+                     failure_message = CASE WHEN r.changes THEN r.failure_message
+                         ELSE payments.failure_message END,
+                     next_action = CASE WHEN r.changes THEN r.next_action
+                         ELSE payments.next_action END,
+                     cancellation_reason = CASE WHEN r.changes THEN r.cancellation_reason
+                         ELSE payments.cancellation_reason END,
+                     version = CASE WHEN r.changes THEN payments.version + 1
+                         ELSE payments.version END,
+                     updated_at = CASE WHEN r.changes THEN r.updated_at ELSE payments.updated_at END
+                 FROM r
+                 WHERE payments.id = r.id AND payments.version = r.version
+                   AND payments.id = ANY (ARRAY(SELECT (jsonb_array_elements($1) ->> 'id')::bigint))
+                   AND NOT EXISTS (
+                       SELECT 1 FROM webhook_endpoints e
+                       WHERE r.event_type IS NOT NULL AND e.deleted_at IS NULL
+                         AND (e.event_types = '{{}}' OR r.event_type = ANY (e.event_types)))
+                 RETURNING r.n, payments.id, payments.version
+             ), h AS (
+                 INSERT INTO payment_history (payment_id, from_status, to_status, cause,
+                     provider_event_id, request_id, version)
+                 SELECT p.id, r.from_status, r.status, r.cause, r.provider_event_id,
+                     r.request_id, p.version
+                 FROM p JOIN r ON r.n = p.n WHERE r.changes ORDER BY r.n
+             ), o AS (
+                 INSERT INTO outbox (event_id, event_type, envelope)
+                 SELECT r.event_id, r.event_type, r.envelope::json
+                 FROM p JOIN r ON r.n = p.n WHERE r.event_type IS NOT NULL ORDER BY r.n
+             ), i AS (
+                 INSERT INTO idempotency (key, fingerprint, status, headers, body, created_at)
+                 SELECT r.key, decode(r.fingerprint, 'hex'), r.stored_status, r.headers,
+                     convert_to(r.body, 'UTF8'), now()
+                 FROM p JOIN r ON r.n = p.n
+                 {}
+             )
+             SELECT n FROM p",
+            kit::idempotency::UPSERT
+        )
+    });
+    Box::pin(async move {
+        let changed: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(STATEMENT.as_str()))
+            .bind(numbered(items))
+            .fetch_all(conn)
+            .await?;
+        Ok(
+            by_number(items.len(), changed.into_iter().map(|n| (n, ())).collect())
+                .into_iter()
+                .map(|changed| changed.is_some())
+                .collect(),
+        )
+    })
+}
+
+/// The payment the provider knows as `provider_payment_id`, unlocked, and whether the provider
+/// event `event_id` was applied before.
+pub async fn find_for_event(
+    hot: &Hot,
+    provider: ProviderName,
+    provider_payment_id: &str,
+    event_id: &str,
+) -> sqlx::Result<Option<(PaymentRow, bool)>> {
+    hot.event
+        .call(json!({
+            "provider": provider.as_str(),
+            "provider_payment_id": provider_payment_id,
+            "event_id": event_id,
+        }))
+        .await
+}
+
+/// Records provider events as seen that changed nothing; for each, `false` when it was
+/// already.
+pub async fn record_seen(
+    hot: &Hot,
+    provider: ProviderName,
+    event_id: &str,
+    event_type: &str,
+) -> sqlx::Result<bool> {
+    hot.seen
+        .call(
+            json!({"provider": provider.as_str(), "event_id": event_id, "event_type": event_type}),
+        )
+        .await
+}
+
+fn seen_batch<'c>(conn: &'c mut PgConnection, items: &'c [Value]) -> BatchFuture<'c, bool> {
+    Box::pin(async move {
+        let recorded: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO provider_events (provider, event_id, event_type)
+             SELECT r.provider, r.event_id, r.event_type
+             FROM jsonb_to_recordset($1) AS r (provider text, event_id text, event_type text)
+             ON CONFLICT DO NOTHING
+             RETURNING provider, event_id",
+        )
+        .bind(Value::Array(items.to_vec()))
+        .fetch_all(conn)
+        .await?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                recorded.iter().any(|(provider, event)| {
+                    item["provider"].as_str() == Some(provider.as_str())
+                        && item["event_id"].as_str() == Some(event.as_str())
+                })
+            })
+            .collect())
+    })
+}
+
+fn event_batch<'c>(
+    conn: &'c mut PgConnection,
+    items: &'c [Value],
+) -> BatchFuture<'c, Option<(PaymentRow, bool)>> {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        n: i32,
+        #[sqlx(flatten)]
+        row: PaymentRow,
+        seen: bool,
+    }
+    Box::pin(async move {
+        let rows: Vec<Found> = sqlx::query_as(concat!(
+            "SELECT r.n, ",
+            columns!(),
+            ", EXISTS (SELECT 1 FROM provider_events e
+                       WHERE e.provider = r.provider AND e.event_id = r.event_id) AS seen
+             FROM jsonb_to_recordset($1) AS r (n int, provider text, provider_payment_id text,
+                 event_id text)
+             JOIN payments p ON p.provider = r.provider
+                 AND p.provider_payment_id = r.provider_payment_id
+                 AND p.provider = ANY (ARRAY(SELECT jsonb_array_elements($1) ->> 'provider'))
+                 AND p.provider_payment_id = ANY (
+                     ARRAY(SELECT jsonb_array_elements($1) ->> 'provider_payment_id'))
+             JOIN users u ON u.id = p.user_id"
+        ))
+        .bind(numbered(items))
+        .fetch_all(conn)
+        .await?;
+        Ok(by_number(
+            items.len(),
+            rows.into_iter().map(|r| (r.n, (r.row, r.seen))).collect(),
+        ))
+    })
 }
 
 /// Why a change is made, as its history entry says.
