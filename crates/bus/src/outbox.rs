@@ -32,6 +32,8 @@ use crate::topology::{declare_exchange, short_string};
 
 /// The `NOTIFY` channel the outbox trigger signals.
 pub const CHANNEL: &str = "outbox";
+/// How long the relay waits after a wake before it takes a batch.
+const LINGER: Duration = Duration::from_millis(5);
 /// How long RabbitMQ may take to confirm a batch before the relay gives up on the connection.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often published rows past retention (and old inbox rows) are deleted.
@@ -411,6 +413,12 @@ impl Relay {
                         // Lost connection or error: poll until a new listener is up.
                         if !matches!(received, Ok(Some(_))) {
                             self.listener = None;
+                        } else {
+                            // Under load, commits follow each other: a moment's wait lets
+                            // one batch take what they wrote, and the wakes they sent meanwhile
+                            // are spent.
+                            tokio::time::sleep(LINGER).await;
+                            while active.next_buffered().is_some() {}
                         }
                     }
                 }
