@@ -8,7 +8,8 @@
 //! one, marks them published and commits. A relay that dies before its commit leaves the
 //! rows pending, so they are published again (at least once; consumers de-duplicate by event
 //! id). It wakes on `NOTIFY outbox` (sent by a trigger when a transaction that inserted rows
-//! commits) and also polls, reconnects to RabbitMQ with backoff while it is unreachable (rows
+//! commits; it lingers a few milliseconds, so commits that follow each other make one batch)
+//! and also polls, reconnects to RabbitMQ with backoff while it is unreachable (rows
 //! simply wait), and deletes published rows after the retention period.
 
 use std::sync::Arc;

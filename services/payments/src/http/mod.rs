@@ -12,6 +12,10 @@
 //! and store the response with it. A retry after a crash between (2) and (3) finds what (1)
 //! recorded and repeats the provider call with the same derived key, which the provider answers
 //! without acting twice; if nobody retries, reconciliation repairs it.
+//!
+//! The common case of (1) and (3) is one statement shared with the requests waiting at that
+//! moment (`store::payments::Hot`): (3) then writes only if the payment is still at the
+//! version (1) read. Whatever the hot path declines goes the way above.
 
 mod endpoints;
 mod payments;
