@@ -62,6 +62,15 @@ pub struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
+    /// A key that came some other way than [`Idempotent`] (a tool, a test), with the
+    /// fingerprint of its request.
+    pub fn new(key: impl Into<String>, fingerprint: Vec<u8>) -> IdempotencyKey {
+        IdempotencyKey {
+            key: key.into(),
+            fingerprint,
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.key
     }

@@ -7,6 +7,7 @@ mod operations;
 
 mod bus;
 mod cli;
+mod hot;
 mod idempotency;
 mod partners;
 mod payments;
