@@ -429,10 +429,105 @@ pub fn ensure(root: &Path, smtp: Smtp) -> Result<()> {
         bail!("{}", manual_instructions(&todo));
     }
 
+    ensure_test_tablespace();
     if smtp == Smtp::Background {
         ensure_smtp_background(root)?;
     }
     Ok(())
+}
+
+/// The tablespace test databases are made in: testkit's `TEST_TABLESPACE` (its test fails in
+/// CI when the two differ).
+pub const TEST_TABLESPACE: &str = "hatchery_tests";
+/// Where it lives: a RAM disk. A test database is a few hundred files made and deleted within
+/// a second; on a disk's file system that churn cost the suite a third of its CPU (ext4 scans
+/// the inodes it freed moments ago for each new file).
+pub const TEST_TABLESPACE_DIR: &str = "/dev/shm/hatchery-tests";
+
+/// Makes the test tablespace on a local Postgres, or repairs it (its directory is gone after
+/// a reboot). Without it test databases stay in the default tablespace, only slower: a failure
+/// here is reported, never fatal.
+fn ensure_test_tablespace() {
+    let state = match test_tablespace() {
+        Ok(state) => state,
+        Err(error) => format!("{error:#} (test databases stay in the default tablespace)"),
+    };
+    println!("{:<9} {TEST_TABLESPACE_DIR:<15}  {state}", "tests");
+}
+
+fn test_tablespace() -> Result<String> {
+    let dir = Path::new(TEST_TABLESPACE_DIR);
+    if !dir.parent().is_some_and(Path::is_dir) {
+        bail!("no {}", dir.parent().unwrap_or(dir).display());
+    }
+    let facts = psql(&format!(
+        "SELECT current_setting('data_directory'),
+                'PG_' || current_setting('server_version_num')::int / 10000 || '_' || catalog_version_no,
+                (SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = '{TEST_TABLESPACE}')
+         FROM pg_control_system()"
+    ))?;
+    let [data_dir, version_dir, location] = facts.split('|').collect::<Vec<_>>()[..] else {
+        bail!("unexpected answer from Postgres: {facts:?}");
+    };
+    if !location.is_empty() && location != TEST_TABLESPACE_DIR {
+        return Ok(format!(
+            "tablespace {TEST_TABLESPACE} is at {location}, left as it is"
+        ));
+    }
+    // Postgres' own user must own the directory and the server version's folder in it.
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(data_dir)
+            .with_context(|| format!("cannot read the data directory {data_dir}"))?;
+        (meta.uid(), meta.gid())
+    };
+    let mut repaired = false;
+    for path in [dir.to_path_buf(), dir.join(version_dir)] {
+        if location.is_empty() && path != dir {
+            break; // CREATE TABLESPACE makes the version's folder itself.
+        }
+        if !path.is_dir() {
+            fs::create_dir_all(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))
+                .with_context(|| format!("cannot give {} to Postgres' user", path.display()))?;
+            repaired = true;
+        }
+    }
+    if location.is_empty() {
+        psql(&format!(
+            "CREATE TABLESPACE {TEST_TABLESPACE} LOCATION '{TEST_TABLESPACE_DIR}'"
+        ))?;
+        return Ok(format!("tablespace {TEST_TABLESPACE} created"));
+    }
+    Ok(if repaired {
+        format!("tablespace {TEST_TABLESPACE} repaired")
+    } else {
+        "ok".to_owned()
+    })
+}
+
+/// One statement as the role `postgres` on the local server; its unaligned output.
+fn psql(statement: &str) -> Result<String> {
+    let mut command = Command::new("psql");
+    command
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+        .args(["-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-c", statement])
+        .stdin(Stdio::null());
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run `{}`", util::describe(&command)))?;
+    if !output.status.success() {
+        bail!(
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .lines()
+                .next()
+                .unwrap_or("failed")
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// The exact commands a person must run to bring up `missing`.

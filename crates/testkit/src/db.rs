@@ -3,6 +3,11 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+/// The tablespace test databases are made in when the test server has it: `cargo xtask infra`
+/// puts it on a RAM disk (`/dev/shm`) for a local server, where making and dropping a database's
+/// few hundred files costs far less than on a disk's file system.
+pub const TEST_TABLESPACE: &str = "hatchery_tests";
+
 /// Where test databases are created: `HATCHERY_TEST_DATABASE_URL`, else the local server.
 fn server_url() -> String {
     std::env::var("HATCHERY_TEST_DATABASE_URL")
@@ -25,13 +30,20 @@ impl TestDb {
             .connect()
             .await
             .expect("Postgres must run at 127.0.0.1:5432 (cargo xtask infra starts it)");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {}",
-            kit::db::quote_identifier(&name)
-        )))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
+        let plain = format!("CREATE DATABASE {}", kit::db::quote_identifier(&name));
+        // On the test tablespace where the server has one; where it does not (or its
+        // directory is gone), the default one.
+        let placed = format!("{plain} TABLESPACE {TEST_TABLESPACE}");
+        if sqlx::query(sqlx::AssertSqlSafe(placed))
+            .execute(&mut conn)
+            .await
+            .is_err()
+        {
+            sqlx::query(sqlx::AssertSqlSafe(plain))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+        }
         conn.close().await.ok();
         TestDb {
             options: server.database(&name),

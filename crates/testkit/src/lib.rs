@@ -14,7 +14,7 @@ pub mod schema;
 pub mod tokens;
 
 pub use app::{TestApp, init_logs, json, workspace_root};
-pub use db::TestDb;
+pub use db::{TEST_TABLESPACE, TestDb};
 pub use proxy::FaultProxy;
 
 /// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`. Tests wait for

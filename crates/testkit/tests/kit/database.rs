@@ -77,3 +77,37 @@ async fn missing_databases_are_created_only_when_allowed() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn test_databases_are_made_in_the_test_tablespace_when_the_server_has_it() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    let (has_it, placed): (bool, String) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_tablespace WHERE spcname = $1),
+                (SELECT t.spcname::text FROM pg_database d
+                 JOIN pg_tablespace t ON t.oid = d.dattablespace
+                 WHERE d.datname = current_database())",
+    )
+    .bind(testkit::TEST_TABLESPACE)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // CI runs `cargo xtask infra` first, which makes it under this very name.
+    assert!(
+        has_it || std::env::var_os("CI").is_none(),
+        "no tablespace {} on the test server",
+        testkit::TEST_TABLESPACE
+    );
+    let expected = if has_it {
+        testkit::TEST_TABLESPACE
+    } else {
+        "pg_default"
+    };
+    assert_eq!(placed, expected);
+    // The database works there: its own tables are made in it too.
+    sqlx::query("CREATE TABLE probe (id int PRIMARY KEY)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
