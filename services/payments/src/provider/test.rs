@@ -395,7 +395,7 @@ fn create_batch<'c>(
              RETURNING ",
             intent_columns!()
         ))
-        .bind(Value::Array(items.to_vec()))
+        .bind(sqlx::types::Json(items))
         .fetch_all(conn)
         .await?;
         Ok(by_id(items, rows))
@@ -421,7 +421,7 @@ fn succeed_batch<'c>(
                  t.client_secret, t.amount_received, t.last_error, t.next_action,
                  t.cancellation_reason, t.last_key, t.metadata, t.created_at",
         )
-        .bind(Value::Array(items.to_vec()))
+        .bind(sqlx::types::Json(items))
         .fetch_all(conn)
         .await?;
         Ok(by_id(items, rows))

@@ -366,21 +366,37 @@ impl Hot {
     }
 }
 
-/// `items` as a JSON array, each numbered (`n`) by its place.
-fn numbered(items: &[Value]) -> Value {
-    Value::Array(
-        items
-            .iter()
-            .enumerate()
-            .map(|(n, item)| {
-                let mut item = item.clone();
-                if let Value::Object(fields) = &mut item {
-                    fields.insert("n".into(), Value::from(n));
+/// `items` as a JSON array, each numbered (`n`) by its place: serialized as they are, with `n`
+/// added on the way (no copy of the items).
+fn numbered(items: &[Value]) -> sqlx::types::Json<Numbered<'_>> {
+    sqlx::types::Json(Numbered(items))
+}
+
+pub struct Numbered<'a>(&'a [Value]);
+
+impl serde::Serialize for Numbered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Item<'a>(usize, &'a Value);
+        impl serde::Serialize for Item<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let Value::Object(fields) = self.1 else {
+                    return self.1.serialize(serializer);
+                };
+                let mut map = serializer.serialize_map(Some(fields.len() + 1))?;
+                for (name, value) in fields.iter().filter(|(name, _)| *name != "n") {
+                    map.serialize_entry(name, value)?;
                 }
-                item
-            })
-            .collect(),
-    )
+                map.serialize_entry("n", &self.0)?;
+                map.end()
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (n, item) in self.0.iter().enumerate() {
+            seq.serialize_element(&Item(n, item))?;
+        }
+        seq.end()
+    }
 }
 
 /// Outputs in the inputs' order from rows numbered by input.
@@ -725,7 +741,7 @@ fn seen_batch<'c>(conn: &'c mut PgConnection, items: &'c [Value]) -> BatchFuture
              ON CONFLICT DO NOTHING
              RETURNING provider, event_id",
         )
-        .bind(Value::Array(items.to_vec()))
+        .bind(sqlx::types::Json(items))
         .fetch_all(conn)
         .await?;
         Ok(items
@@ -988,4 +1004,16 @@ pub async fn seed_amounts(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_items_are_numbered_by_their_place() {
+        let items = [json!({"id": 7, "n": 99}), json!({"id": 8})];
+        let sent = serde_json::to_value(numbered(&items).0).unwrap();
+        assert_eq!(sent, json!([{"id": 7, "n": 0}, {"id": 8, "n": 1}]));
+    }
 }
