@@ -500,11 +500,55 @@ fn test_tablespace() -> Result<String> {
         ))?;
         return Ok(format!("tablespace {TEST_TABLESPACE} created"));
     }
-    Ok(if repaired {
+    let mut state = if repaired {
         format!("tablespace {TEST_TABLESPACE} repaired")
     } else {
         "ok".to_owned()
-    })
+    };
+    let forgotten = drop_forgotten_test_databases()?;
+    if forgotten > 0 {
+        state.push_str(&format!(
+            ", {forgotten} test database(s) left by killed tests dropped"
+        ));
+    }
+    Ok(state)
+}
+
+/// A test database outlives its test only when the test process was killed; in the test
+/// tablespace it would hold RAM until a reboot. Those made over an hour ago (no test runs that
+/// long) are dropped.
+fn drop_forgotten_test_databases() -> Result<usize> {
+    const AGE: Duration = Duration::from_secs(3600);
+    let names = psql(&format!(
+        "SELECT d.datname FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace
+         WHERE t.spcname = '{TEST_TABLESPACE}' AND d.datname LIKE 'test\\_%'"
+    ))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut dropped = 0;
+    for name in names.lines() {
+        let Some(made) = test_database_made_at(name) else {
+            continue;
+        };
+        if now.saturating_sub(made) > AGE {
+            psql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
+/// When testkit made the database `test_<UUIDv7, simple>`: the UUID's first 48 bits are its
+/// Unix time in milliseconds. `None` for any other name.
+fn test_database_made_at(name: &str) -> Option<Duration> {
+    let hex = name.strip_prefix("test_")?;
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(&hex[..12], 16)
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// One statement as the role `postgres` on the local server; its unaligned output.
@@ -629,6 +673,24 @@ fn ensure_smtp_background(root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_databases_tell_when_they_were_made() {
+        // UUIDv7 01a23293-31fd-…: 0x01a2329331fd ms after the epoch.
+        assert_eq!(
+            test_database_made_at("test_01a2329331fd779e965f48ee5d000000"),
+            Some(Duration::from_millis(0x01a2_3293_31fd))
+        );
+        for other in [
+            "test_template_payments_0123456789abcdef",
+            "test_01a2329331fd779e965f48ee5d00000",
+            "test_01a2329331fd779e965f48ee5d00000g",
+            "payments",
+            "test_",
+        ] {
+            assert_eq!(test_database_made_at(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn pg_hba_gets_trust_lines_once() {
